@@ -1,0 +1,97 @@
+//! The gateway's shared state, built once at start and handed to every
+//! request, and the background tasks that keep it fresh.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::auth::Authenticator;
+use crate::auth::cookies::CookiePolicy;
+use crate::auth::keys::{KeyAlgName, KeyDir};
+use crate::auth::keyset::{KEY_HEARTBEAT_INTERVAL, Keys};
+use crate::auth::password::Passwords;
+use crate::auth::tokens::{Expectations, LEEWAY_SECS};
+use crate::config::Config;
+use crate::domain::now_ms;
+use crate::revocation::Revocations;
+use crate::store::Store;
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub keys: Arc<Keys>,
+    pub authenticator: Authenticator,
+    pub passwords: Passwords,
+    pub revocations: Arc<Revocations>,
+    pub cookies: CookiePolicy,
+    pub started_at: Instant,
+}
+
+impl App {
+    /// Connects and migrates the database, loads (or on an empty directory
+    /// generates) the signing keys, and starts the background tasks, which
+    /// stop when the returned `App` is dropped.
+    pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
+        let store = Store::connect(&config.database_url).await?;
+        store.migrate().await?;
+
+        let key_dir = KeyDir::open(&config.keys_dir)?;
+        if key_dir.generate_if_empty(KeyAlgName::EdDSA, now_ms())? {
+            tracing::warn!(
+                keys_dir = %config.keys_dir.display(),
+                "generated a signing key just now: keep the keys directory on persistent \
+                 storage, or every restart starts new keys"
+            );
+        }
+        let token_lifetime = token_lifetime(&config);
+        let keys = Arc::new(
+            Keys::load(key_dir, store.clone(), token_lifetime)
+                .await
+                .context("cannot load the signing keys")?,
+        );
+
+        let revocations = Arc::new(Revocations::new(token_lifetime));
+        revocations
+            .poll(&store)
+            .await
+            .context("cannot read the revoked sessions")?;
+
+        let expect = Expectations {
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+        };
+        let app = Arc::new(App {
+            authenticator: Authenticator::new(keys.clone(), expect, revocations.clone()),
+            passwords: Passwords::for_this_machine()?,
+            cookies: CookiePolicy::from_config(&config),
+            started_at: Instant::now(),
+            config,
+            store,
+            keys,
+            revocations,
+        });
+        spawn_background_tasks(Arc::downgrade(&app));
+        Ok(app)
+    }
+}
+
+/// The longest an access token can be accepted: its TTL plus the leeway.
+pub fn token_lifetime(config: &Config) -> Duration {
+    config.access_ttl + Duration::from_secs(LEEWAY_SECS as u64)
+}
+
+fn spawn_background_tasks(app: Weak<App>) {
+    Revocations::spawn_poller(app.clone(), |app: &App| (&app.revocations, &app.store));
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(KEY_HEARTBEAT_INTERVAL);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            let Some(app) = app.upgrade() else { return };
+            if let Err(error) = app.keys.reload().await {
+                tracing::warn!(error = %format!("{error:#}"), "cannot reload the signing keys");
+            }
+        }
+    });
+}

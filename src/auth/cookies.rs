@@ -1,0 +1,161 @@
+//! The two cookies and their exact attributes, and reading cookies back.
+
+use std::time::Duration;
+
+use cookie::Cookie;
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
+
+use crate::config::{Config, SameSite};
+
+pub const ACCESS_COOKIE: &str = "tollgate_access";
+pub const REFRESH_COOKIE: &str = "tollgate_refresh";
+/// The refresh cookie goes only to the auth routes.
+const REFRESH_PATH: &str = "/api/auth";
+
+#[derive(Clone, Debug)]
+pub struct CookiePolicy {
+    same_site: SameSite,
+    secure: bool,
+    access_max_age: Duration,
+    refresh_max_age: Duration,
+}
+
+impl CookiePolicy {
+    pub fn from_config(config: &Config) -> CookiePolicy {
+        CookiePolicy {
+            same_site: config.cookie_samesite,
+            secure: config.cookie_secure,
+            access_max_age: config.access_ttl,
+            refresh_max_age: config.refresh_ttl,
+        }
+    }
+
+    pub fn set_access(&self, token: &str) -> HeaderValue {
+        self.build(ACCESS_COOKIE, token, "/", self.access_max_age)
+    }
+
+    pub fn set_refresh(&self, token: &str) -> HeaderValue {
+        self.build(REFRESH_COOKIE, token, REFRESH_PATH, self.refresh_max_age)
+    }
+
+    /// Both cookies, expired, for logout.
+    pub fn clear_both(&self) -> [HeaderValue; 2] {
+        [
+            self.build(ACCESS_COOKIE, "", "/", Duration::ZERO),
+            self.build(REFRESH_COOKIE, "", REFRESH_PATH, Duration::ZERO),
+        ]
+    }
+
+    fn build(&self, name: &str, value: &str, path: &str, max_age: Duration) -> HeaderValue {
+        let same_site = match self.same_site {
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::None => cookie::SameSite::None,
+        };
+        let max_age = cookie::time::Duration::seconds(max_age.as_secs() as i64);
+        let cookie = Cookie::build((name, value))
+            .path(path)
+            .max_age(max_age)
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(same_site)
+            // CHIPS: a frontend on another site keeps its session even where
+            // third-party cookies are blocked.
+            .partitioned(self.same_site == SameSite::None && self.secure)
+            .build();
+        HeaderValue::from_str(&cookie.to_string()).expect("tokens are cookie-safe ASCII")
+    }
+}
+
+/// The value of the first cookie called `name`, across every `Cookie` header.
+pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|cookie| cookie.name() == name)
+        .and_then(|cookie| cookie.value_raw())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(same_site: SameSite, secure: bool) -> CookiePolicy {
+        CookiePolicy {
+            same_site,
+            secure,
+            access_max_age: Duration::from_secs(900),
+            refresh_max_age: Duration::from_secs(2_678_400),
+        }
+    }
+
+    fn attributes(value: &HeaderValue) -> Vec<String> {
+        let mut parts: Vec<String> = value
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .map(str::to_string)
+            .collect();
+        parts.sort();
+        parts
+    }
+
+    #[test]
+    fn access_cookie_has_the_contract_attributes() {
+        let value = policy(SameSite::Lax, true).set_access("abc");
+        assert_eq!(
+            attributes(&value),
+            [
+                "HttpOnly",
+                "Max-Age=900",
+                "Path=/",
+                "SameSite=Lax",
+                "Secure",
+                "tollgate_access=abc"
+            ]
+        );
+    }
+
+    #[test]
+    fn refresh_cookie_is_scoped_to_the_auth_routes() {
+        let value = policy(SameSite::Strict, false).set_refresh("xyz");
+        assert_eq!(
+            attributes(&value),
+            [
+                "HttpOnly",
+                "Max-Age=2678400",
+                "Path=/api/auth",
+                "SameSite=Strict",
+                "tollgate_refresh=xyz"
+            ]
+        );
+    }
+
+    #[test]
+    fn cross_site_cookies_are_partitioned() {
+        let value = policy(SameSite::None, true).set_access("abc");
+        assert!(attributes(&value).contains(&"Partitioned".to_string()));
+        let insecure = policy(SameSite::None, false).set_access("abc");
+        assert!(!attributes(&insecure).contains(&"Partitioned".to_string()));
+    }
+
+    #[test]
+    fn clearing_expires_both() {
+        for value in policy(SameSite::Lax, true).clear_both() {
+            assert!(value.to_str().unwrap().contains("Max-Age=0"));
+        }
+    }
+
+    #[test]
+    fn cookies_are_found_across_headers() {
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("a=1; tollgate_accessx=no"));
+        headers.append(COOKIE, HeaderValue::from_static("b=2;tollgate_access=yes"));
+        assert_eq!(find_cookie(&headers, ACCESS_COOKIE), Some("yes"));
+        assert_eq!(find_cookie(&headers, REFRESH_COOKIE), None);
+    }
+}

@@ -1,0 +1,471 @@
+//! The keys directory: one PKCS#8 PEM file per private key (mode 0600) and
+//! `keys.json`, the record of each key's state. A key is `next` (published,
+//! not yet signing), `active` (signing; exactly one) or `retired` (published
+//! and verifying until no unexpired token can carry it).
+//!
+//! Every change happens under an exclusive lock on `.lock`, and the record is
+//! replaced atomically, so instances and CLI commands sharing a directory
+//! never see half a rotation.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::KeyAlg;
+
+const RECORD_FILE: &str = "keys.json";
+const LOCK_FILE: &str = ".lock";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    Next,
+    Active,
+    Retired,
+}
+
+/// One entry of `keys.json`. Times are unix milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub alg: KeyAlgName,
+    pub created_at: i64,
+    pub state: KeyState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyAlgName {
+    EdDSA,
+    ES256,
+    RS256,
+}
+
+impl KeyAlgName {
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            KeyAlgName::EdDSA => Algorithm::EdDSA,
+            KeyAlgName::ES256 => Algorithm::ES256,
+            KeyAlgName::RS256 => Algorithm::RS256,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyAlgName::EdDSA => "EdDSA",
+            KeyAlgName::ES256 => "ES256",
+            KeyAlgName::RS256 => "RS256",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<KeyAlgName> {
+        match raw {
+            "EdDSA" => Some(KeyAlgName::EdDSA),
+            "ES256" => Some(KeyAlgName::ES256),
+            "RS256" => Some(KeyAlgName::RS256),
+            _ => None,
+        }
+    }
+}
+
+impl From<KeyAlg> for KeyAlgName {
+    fn from(alg: KeyAlg) -> Self {
+        match alg {
+            KeyAlg::EdDSA => KeyAlgName::EdDSA,
+            KeyAlg::ES256 => KeyAlgName::ES256,
+            KeyAlg::RS256 => KeyAlgName::RS256,
+        }
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Record {
+    keys: Vec<KeyRecord>,
+}
+
+/// A key read from the directory: its record, its private half for signing
+/// and its public half as a JWK.
+pub struct LocalKey {
+    pub record: KeyRecord,
+    pub encoding: EncodingKey,
+    pub public_jwk: Jwk,
+}
+
+impl std::fmt::Debug for LocalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalKey")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct KeyDir {
+    path: PathBuf,
+}
+
+/// Held while the directory is being read or changed.
+struct DirLock(#[allow(dead_code)] File);
+
+impl KeyDir {
+    /// Opens the directory, creating it (mode 0700) if missing.
+    pub fn open(path: &Path) -> anyhow::Result<KeyDir> {
+        if !path.exists() {
+            fs::create_dir_all(path)
+                .with_context(|| format!("cannot create keys directory {}", path.display()))?;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot restrict keys directory {}", path.display()))?;
+        }
+        if !path.is_dir() {
+            bail!("keys directory {} is not a directory", path.display());
+        }
+        Ok(KeyDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> anyhow::Result<DirLock> {
+        let lock_path = self.path.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        file.lock()
+            .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+        Ok(DirLock(file))
+    }
+
+    /// The recorded keys, oldest first, without reading private keys.
+    pub fn records(&self) -> anyhow::Result<Vec<KeyRecord>> {
+        let _lock = self.lock()?;
+        Ok(self.read_record()?.keys)
+    }
+
+    /// Creates an active and a next key when the directory has none.
+    /// Returns whether it created them.
+    pub fn generate_if_empty(&self, alg: KeyAlgName, now: i64) -> anyhow::Result<bool> {
+        let _lock = self.lock()?;
+        let mut record = self.read_record()?;
+        if !record.keys.is_empty() {
+            return Ok(false);
+        }
+        for state in [KeyState::Active, KeyState::Next] {
+            record.keys.push(self.create_key(alg, state, now)?);
+        }
+        self.write_record(&record)?;
+        Ok(true)
+    }
+
+    /// Reads every key with its private half.
+    pub fn load(&self) -> anyhow::Result<Vec<LocalKey>> {
+        let _lock = self.lock()?;
+        let record = self.read_record()?;
+        validate(&record.keys)?;
+        record
+            .keys
+            .into_iter()
+            .map(|entry| {
+                let (encoding, public_jwk) = self.read_private_key(&entry)?;
+                Ok(LocalKey {
+                    record: entry,
+                    encoding,
+                    public_jwk,
+                })
+            })
+            .collect()
+    }
+
+    /// `next` becomes `active`, `active` becomes `retired`, and a new `next`
+    /// key is created (of `alg`, or of the promoted key's algorithm).
+    /// Returns the new records.
+    pub fn rotate(&self, alg: Option<KeyAlgName>, now: i64) -> anyhow::Result<Vec<KeyRecord>> {
+        let _lock = self.lock()?;
+        let mut record = self.read_record()?;
+        if record.keys.is_empty() {
+            bail!(
+                "no keys in {} to rotate: run `tollgate keys generate` first",
+                self.path.display()
+            );
+        }
+        validate(&record.keys)?;
+        let next_alg = {
+            let next = record
+                .keys
+                .iter()
+                .find(|key| key.state == KeyState::Next)
+                .context("the keys record has no next key to promote")?;
+            alg.unwrap_or(next.alg)
+        };
+        for key in &mut record.keys {
+            match key.state {
+                KeyState::Active => {
+                    key.state = KeyState::Retired;
+                    key.retired_at = Some(now);
+                }
+                KeyState::Next => key.state = KeyState::Active,
+                KeyState::Retired => {}
+            }
+        }
+        record
+            .keys
+            .push(self.create_key(next_alg, KeyState::Next, now)?);
+        self.write_record(&record)?;
+        Ok(record.keys)
+    }
+
+    /// Deletes retired keys retired before `retired_before`. Returns their kids.
+    pub fn prune(&self, retired_before: i64) -> anyhow::Result<Vec<String>> {
+        let _lock = self.lock()?;
+        let mut record = self.read_record()?;
+        let (pruned, kept): (Vec<_>, Vec<_>) = record.keys.into_iter().partition(|key| {
+            key.state == KeyState::Retired && key.retired_at.is_some_and(|at| at < retired_before)
+        });
+        record.keys = kept;
+        self.write_record(&record)?;
+        for key in &pruned {
+            let pem = self.pem_path(&key.kid);
+            fs::remove_file(&pem).with_context(|| format!("cannot delete {}", pem.display()))?;
+        }
+        Ok(pruned.into_iter().map(|key| key.kid).collect())
+    }
+
+    fn pem_path(&self, kid: &str) -> PathBuf {
+        self.path.join(format!("{kid}.pem"))
+    }
+
+    fn read_record(&self) -> anyhow::Result<Record> {
+        let path = self.path.join(RECORD_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("cannot parse {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Record::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Replaces the record atomically: write beside it, sync, rename.
+    fn write_record(&self, record: &Record) -> anyhow::Result<()> {
+        let path = self.path.join(RECORD_FILE);
+        let temporary = self.path.join(format!("{RECORD_FILE}.tmp"));
+        let mut bytes = serde_json::to_vec_pretty(record).expect("the keys record serializes");
+        bytes.push(b'\n');
+        write_synced(&temporary, &bytes, 0o644)?;
+        fs::rename(&temporary, &path)
+            .with_context(|| format!("cannot replace {}", path.display()))?;
+        sync_dir(&self.path)
+    }
+
+    /// Generates a key pair and writes its private half; returns its record.
+    fn create_key(&self, alg: KeyAlgName, state: KeyState, now: i64) -> anyhow::Result<KeyRecord> {
+        let der = generate_pkcs8(alg)?;
+        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
+        let (_, public_jwk) = parse_private_key(alg, pem.as_bytes())?;
+        let kid = kid_of(&public_jwk)?;
+        write_synced(&self.pem_path(&kid), pem.as_bytes(), 0o600)?;
+        Ok(KeyRecord {
+            kid,
+            alg,
+            created_at: now,
+            state,
+            retired_at: None,
+        })
+    }
+
+    fn read_private_key(&self, entry: &KeyRecord) -> anyhow::Result<(EncodingKey, Jwk)> {
+        let path = self.pem_path(&entry.kid);
+        let metadata =
+            fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        if metadata.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                "private key file is readable by other users; chmod 600 it"
+            );
+        }
+        let pem = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let (encoding, mut jwk) = parse_private_key(entry.alg, &pem).with_context(|| {
+            format!(
+                "{} is not a valid {} key",
+                path.display(),
+                entry.alg.as_str()
+            )
+        })?;
+        jwk.common.key_id = Some(entry.kid.clone());
+        Ok((encoding, jwk))
+    }
+}
+
+/// Exactly one active key and at most one next key.
+fn validate(keys: &[KeyRecord]) -> anyhow::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let count = |state| keys.iter().filter(|key| key.state == state).count();
+    if count(KeyState::Active) != 1 || count(KeyState::Next) > 1 {
+        bail!(
+            "the keys record must have exactly one active key and at most one next key \
+             (has {} active, {} next)",
+            count(KeyState::Active),
+            count(KeyState::Next)
+        );
+    }
+    Ok(())
+}
+
+fn generate_pkcs8(alg: KeyAlgName) -> anyhow::Result<Vec<u8>> {
+    let failed = |_| anyhow::anyhow!("cannot generate a {} key", alg.as_str());
+    Ok(match alg {
+        // v1 (without the public key) is what OpenSSL writes and what the
+        // JWK conversion expects.
+        KeyAlgName::EdDSA => Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new())
+            .map_err(failed)?
+            .as_ref()
+            .to_vec(),
+        KeyAlgName::ES256 => {
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(failed)?
+                .as_ref()
+                .to_vec()
+        }
+        KeyAlgName::RS256 => {
+            let key_pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .map_err(failed)?;
+            AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key_pair)
+                .map_err(failed)?
+                .as_ref()
+                .to_vec()
+        }
+    })
+}
+
+/// The signing key and the public JWK (with `alg` and `use`, without `kid`)
+/// of a PKCS#8 PEM private key.
+pub fn parse_private_key(alg: KeyAlgName, pem: &[u8]) -> anyhow::Result<(EncodingKey, Jwk)> {
+    let encoding = match alg {
+        KeyAlgName::EdDSA => EncodingKey::from_ed_pem(pem),
+        KeyAlgName::ES256 => EncodingKey::from_ec_pem(pem),
+        KeyAlgName::RS256 => EncodingKey::from_rsa_pem(pem),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut jwk = Jwk::from_encoding_key(&encoding, alg.algorithm())
+        .map_err(|e| anyhow::anyhow!("cannot derive the public key: {e}"))?;
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    jwk.common.key_algorithm = Some(match alg {
+        KeyAlgName::EdDSA => KeyAlgorithm::EdDSA,
+        KeyAlgName::ES256 => KeyAlgorithm::ES256,
+        KeyAlgName::RS256 => KeyAlgorithm::RS256,
+    });
+    Ok((encoding, jwk))
+}
+
+/// A key's id: the start of its RFC 7638 thumbprint, so the id follows from
+/// the key itself.
+fn kid_of(public_jwk: &Jwk) -> anyhow::Result<String> {
+    let thumbprint = public_jwk
+        .thumbprint(ThumbprintHash::SHA256)
+        .map_err(|e| anyhow::anyhow!("cannot fingerprint the key: {e}"))?;
+    Ok(thumbprint.chars().take(22).collect())
+}
+
+fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn sync_dir(path: &Path) -> anyhow::Result<()> {
+    File::open(path)
+        .and_then(|dir| dir.sync_all())
+        .with_context(|| format!("cannot sync {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_algorithm_generates_a_loadable_key() {
+        for alg in [KeyAlgName::EdDSA, KeyAlgName::ES256, KeyAlgName::RS256] {
+            let der = generate_pkcs8(alg).unwrap();
+            let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
+            let (_, jwk) = parse_private_key(alg, pem.as_bytes()).unwrap();
+            assert_eq!(kid_of(&jwk).unwrap().len(), 22, "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn generate_is_idempotent_and_rotation_promotes_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::open(dir.path()).unwrap();
+        assert!(keys.generate_if_empty(KeyAlgName::EdDSA, 1_000).unwrap());
+        assert!(!keys.generate_if_empty(KeyAlgName::EdDSA, 2_000).unwrap());
+        let before = keys.records().unwrap();
+        assert_eq!(before.len(), 2);
+        let next = before
+            .iter()
+            .find(|k| k.state == KeyState::Next)
+            .unwrap()
+            .kid
+            .clone();
+        let active = before
+            .iter()
+            .find(|k| k.state == KeyState::Active)
+            .unwrap()
+            .kid
+            .clone();
+
+        let after = keys.rotate(None, 3_000).unwrap();
+        let state_of = |kid: &str| after.iter().find(|k| k.kid == kid).unwrap().state;
+        assert_eq!(state_of(&next), KeyState::Active);
+        assert_eq!(state_of(&active), KeyState::Retired);
+        assert_eq!(
+            after.iter().filter(|k| k.state == KeyState::Next).count(),
+            1
+        );
+        assert_eq!(keys.load().unwrap().len(), 3);
+
+        let mode = fs::metadata(keys.pem_path(&next))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        assert!(
+            keys.prune(3_000).unwrap().is_empty(),
+            "retired at 3000 is not before 3000"
+        );
+        assert_eq!(keys.prune(3_001).unwrap(), vec![active.clone()]);
+        assert!(!keys.pem_path(&active).exists());
+        assert_eq!(keys.load().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn rotation_without_keys_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::open(dir.path()).unwrap();
+        let error = keys.rotate(None, 1).unwrap_err().to_string();
+        assert!(error.contains("keys generate"), "{error}");
+    }
+}

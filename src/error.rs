@@ -1,0 +1,206 @@
+//! The one HTTP-facing error type. Each variant is named by what the client
+//! sees; one `match` picks the status, the code and the message. 5xx bodies
+//! are generic and their cause is logged once, here.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use crate::auth::tokens::RejectReason;
+use crate::body::{Body, full};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// No credentials at all.
+    #[error("no credentials")]
+    Unauthorized,
+    /// An access token was presented and rejected.
+    #[error("invalid token: {}", .0.as_str())]
+    InvalidToken(RejectReason),
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("refresh token reused")]
+    RefreshTokenReused,
+    #[error("csrf rejected")]
+    CsrfRejected,
+    #[error("registration disabled")]
+    RegistrationDisabled,
+    #[error("account disabled")]
+    AccountDisabled,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("username taken")]
+    UsernameTaken,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("rate limited")]
+    RateLimited { retry_after: Duration },
+    #[error("bad gateway: {0}")]
+    BadGateway(String),
+    #[error("upstream not configured")]
+    UpstreamNotConfigured,
+    #[error("gateway timeout")]
+    GatewayTimeout,
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized
+            | ApiError::InvalidToken(_)
+            | ApiError::InvalidCredentials
+            | ApiError::InvalidRefreshToken
+            | ApiError::RefreshTokenReused => StatusCode::UNAUTHORIZED,
+            ApiError::CsrfRejected | ApiError::RegistrationDisabled | ApiError::AccountDisabled => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UsernameTaken => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BadGateway(_) | ApiError::UpstreamNotConfigured => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable `error` code of the body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::InvalidRefreshToken => "invalid_refresh_token",
+            ApiError::RefreshTokenReused => "refresh_token_reused",
+            ApiError::CsrfRejected => "csrf_rejected",
+            ApiError::RegistrationDisabled => "registration_disabled",
+            ApiError::AccountDisabled => "account_disabled",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::UsernameTaken => "username_taken",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::BadGateway(_) => "bad_gateway",
+            ApiError::UpstreamNotConfigured => "upstream_not_configured",
+            ApiError::GatewayTimeout => "gateway_timeout",
+            ApiError::DatabaseUnavailable(_) => "database_unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::InvalidRequest(detail) => detail.clone(),
+            ApiError::Unauthorized => "Authentication is required.".into(),
+            ApiError::InvalidToken(reason) => reason.description().into(),
+            ApiError::InvalidCredentials => "The username or password is wrong.".into(),
+            ApiError::InvalidRefreshToken => {
+                "The refresh token is unknown, expired or its session has ended.".into()
+            }
+            ApiError::RefreshTokenReused => {
+                "The refresh token was already used; its session has been revoked.".into()
+            }
+            ApiError::CsrfRejected => {
+                "Cookie-authenticated requests that change state need an allowed Origin.".into()
+            }
+            ApiError::RegistrationDisabled => "Registration is disabled.".into(),
+            ApiError::AccountDisabled => "This account is disabled.".into(),
+            ApiError::NotFound => "No such route.".into(),
+            ApiError::MethodNotAllowed => "This route does not accept that method.".into(),
+            ApiError::UsernameTaken => "That username is taken.".into(),
+            ApiError::PayloadTooLarge => "The request body is too large.".into(),
+            ApiError::RateLimited { .. } => "Too many attempts; try again later.".into(),
+            ApiError::BadGateway(_) => "The upstream service failed to answer.".into(),
+            ApiError::UpstreamNotConfigured => "No upstream service is configured.".into(),
+            ApiError::GatewayTimeout => "The upstream service did not answer in time.".into(),
+            ApiError::DatabaseUnavailable(_) => {
+                "The database is unavailable; try again shortly.".into()
+            }
+            ApiError::Internal(_) => "Something went wrong on our side.".into(),
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), cause = %self, "request failed");
+        }
+        let message = self.message();
+        let reason = match &self {
+            ApiError::InvalidToken(reason) => Some(reason.as_str()),
+            _ => None,
+        };
+        let body = serde_json::to_vec(&ErrorBody {
+            error: self.code(),
+            message: &message,
+            reason,
+        })
+        .expect("error bodies serialize");
+
+        let mut response = Response::new(full(Bytes::from(body)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(WWW_AUTHENTICATE, self.www_authenticate());
+        }
+        if let ApiError::RateLimited { retry_after } = &self {
+            let seconds = retry_after.as_secs().max(1);
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+
+    /// RFC 6750: the challenge names the error only when a token was
+    /// presented and rejected.
+    fn www_authenticate(&self) -> HeaderValue {
+        match self {
+            ApiError::InvalidToken(reason) => HeaderValue::from_str(&format!(
+                "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"{}\"",
+                reason.description()
+            ))
+            .expect("reason descriptions are ASCII"),
+            ApiError::InvalidRefreshToken | ApiError::RefreshTokenReused => {
+                HeaderValue::from_static(
+                    "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"refresh token rejected\"",
+                )
+            }
+            _ => HeaderValue::from_static("Bearer realm=\"tollgate\""),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(cause) => ApiError::DatabaseUnavailable(cause),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}

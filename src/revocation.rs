@@ -1,0 +1,91 @@
+//! The set of revoked sessions whose access tokens may still be unexpired.
+//!
+//! The instance that revokes a session adds it here at once. Every instance
+//! also polls the database for sessions revoked anywhere: one small indexed
+//! query per interval, whatever the number of users or requests, ordered by
+//! the database clock. Entries expire after the longest an access token can
+//! live, after which the token's own `exp` refuses it. With the database
+//! unreachable the set keeps what it has and signed tokens keep working.
+
+use std::sync::Weak;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use moka::sync::Cache;
+
+use crate::domain::{SessionId, now_ms};
+use crate::store::{Store, StoreResult};
+
+/// How often each instance asks the database for new revocations.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// Revocations are re-read this far behind the newest one seen, so that a
+/// transaction that committed late is not skipped.
+const OVERLAP_MS: i64 = 30_000;
+
+pub struct Revocations {
+    revoked: Cache<String, ()>,
+    /// Poll from here (database clock, unix ms).
+    cursor: AtomicI64,
+}
+
+impl Revocations {
+    /// `token_lifetime` is the longest an access token can be accepted: its
+    /// TTL plus the clock-skew leeway.
+    pub fn new(token_lifetime: Duration) -> Revocations {
+        let lookback = token_lifetime.as_millis() as i64 + OVERLAP_MS;
+        Revocations {
+            revoked: Cache::builder().time_to_live(token_lifetime).build(),
+            cursor: AtomicI64::new(now_ms() - lookback),
+        }
+    }
+
+    pub fn is_revoked(&self, session: &str) -> bool {
+        self.revoked.contains_key(session)
+    }
+
+    pub fn insert(&self, session: &SessionId) {
+        self.revoked.insert(session.0.clone(), ());
+    }
+
+    pub fn insert_all(&self, sessions: &[SessionId]) {
+        for session in sessions {
+            self.insert(session);
+        }
+    }
+
+    /// Reads the sessions revoked since the cursor. Returns how many it saw.
+    pub async fn poll(&self, store: &Store) -> StoreResult<usize> {
+        let since = self.cursor.load(Ordering::Relaxed);
+        let revoked = store.revoked_since(since).await?;
+        let newest = revoked.iter().map(|(_, at)| *at).max();
+        for (session, _) in &revoked {
+            if !self.revoked.contains_key(&session.0) {
+                self.insert(session);
+            }
+        }
+        if let Some(newest) = newest {
+            self.cursor
+                .fetch_max(newest - OVERLAP_MS, Ordering::Relaxed);
+        }
+        Ok(revoked.len())
+    }
+
+    /// Polls every [`POLL_INTERVAL`] until the owner is dropped.
+    pub fn spawn_poller<T: Send + Sync + 'static>(
+        owner: Weak<T>,
+        revocations: impl Fn(&T) -> (&Revocations, &Store) + Send + 'static,
+    ) {
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(POLL_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(owner) = owner.upgrade() else { return };
+                let (revocations, store) = revocations(&owner);
+                if let Err(error) = revocations.poll(store).await {
+                    tracing::warn!(%error, "cannot poll for revoked sessions; keeping the known ones");
+                }
+            }
+        });
+    }
+}

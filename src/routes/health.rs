@@ -1,0 +1,76 @@
+//! `/health` (liveness, no database call) and `/health/detailed`.
+
+use http::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::app::App;
+use crate::body::{Body, json};
+
+pub fn health() -> Response<Body> {
+    json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+#[derive(Serialize)]
+struct Detailed {
+    status: &'static str,
+    version: &'static str,
+    uptime_s: u64,
+    database: DatabaseHealth,
+    keys: KeysHealth,
+    upstream: UpstreamHealth,
+}
+
+#[derive(Serialize)]
+struct DatabaseHealth {
+    ok: bool,
+    backend: &'static str,
+    latency_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct KeysHealth {
+    active_kid: String,
+    count: usize,
+}
+
+#[derive(Serialize)]
+struct UpstreamHealth {
+    configured: bool,
+    ok: Option<bool>,
+}
+
+/// 503 when the database does not answer; everything else is reported.
+pub async fn detailed(app: &App) -> Response<Body> {
+    let ping = app.store.ping().await;
+    let keys = app.keys.current();
+    let database = DatabaseHealth {
+        ok: ping.is_ok(),
+        backend: app.store.backend().name(),
+        latency_ms: ping
+            .as_ref()
+            .ok()
+            .map(|latency| latency.as_secs_f64() * 1000.0),
+    };
+    let status = if database.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(
+        status,
+        &Detailed {
+            status: if database.ok { "ok" } else { "degraded" },
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_s: app.started_at.elapsed().as_secs(),
+            database,
+            keys: KeysHealth {
+                active_kid: keys.signing().kid.clone(),
+                count: keys.len(),
+            },
+            upstream: UpstreamHealth {
+                configured: app.config.upstream.is_some(),
+                ok: None,
+            },
+        },
+    )
+}

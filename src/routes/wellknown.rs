@@ -1,0 +1,77 @@
+//! `/.well-known/…`: the public keys and OpenID discovery, for upstreams that
+//! validate tokens themselves.
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST};
+use http::{HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use super::Request;
+use crate::app::App;
+use crate::body::{Body, full, json};
+use crate::client::PeerAddr;
+
+/// Verifiers may cache the key set this long; a rotation publishes the next
+/// key well before it signs, so caching never hides a signing key.
+const JWKS_MAX_AGE: &str = "public, max-age=300";
+
+pub fn jwks(app: &App) -> Response<Body> {
+    let mut response = Response::new(full(app.keys.current().jwks_json()));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(JWKS_MAX_AGE));
+    response
+}
+
+#[derive(Serialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+    id_token_signing_alg_values_supported: Vec<&'static str>,
+    token_endpoint_auth_methods_supported: [&'static str; 1],
+}
+
+pub fn openid_configuration(app: &App, request: &Request) -> Response<Body> {
+    let base = public_base_url(app, request);
+    let mut response = json(
+        StatusCode::OK,
+        &Discovery {
+            issuer: app.config.issuer.clone(),
+            jwks_uri: format!("{base}/.well-known/jwks.json"),
+            id_token_signing_alg_values_supported: app.keys.current().algorithms(),
+            token_endpoint_auth_methods_supported: ["none"],
+        },
+    );
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static(JWKS_MAX_AGE));
+    response
+}
+
+/// Where clients reach the gateway: the issuer when it is a URL, else the
+/// request's own scheme and host (as a trusted proxy forwarded them).
+fn public_base_url(app: &App, request: &Request) -> String {
+    let issuer = app.config.issuer.trim_end_matches('/');
+    if issuer.starts_with("https://") || issuer.starts_with("http://") {
+        return issuer.to_string();
+    }
+    let headers = request.headers();
+    let from_trusted_proxy = request.extensions().get::<PeerAddr>().is_some_and(|peer| {
+        app.config
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&peer.0.ip()))
+    });
+    let forwarded = |name: &str| {
+        from_trusted_proxy
+            .then(|| headers.get(name).and_then(|v| v.to_str().ok()))
+            .flatten()
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+    };
+    let scheme = forwarded("x-forwarded-proto").unwrap_or("http");
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()))
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    format!("{scheme}://{host}")
+}

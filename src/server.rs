@@ -1,0 +1,155 @@
+//! The accept loop on a pre-bound listener, the tower stack around the route
+//! table, and graceful shutdown: stop accepting, let in-flight requests
+//! finish within a bounded grace period.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::app::App;
+use crate::body::Body;
+use crate::client::PeerAddr;
+use crate::error::ApiError;
+use crate::routes;
+
+/// How long in-flight requests may run on after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// A client must finish sending its request head within this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+const X_REQUEST_ID: &str = "x-request-id";
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(service(app.clone(), peer));
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection.into_owned());
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, %peer, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+
+    drop(listener);
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!(
+            grace_s = SHUTDOWN_GRACE.as_secs(),
+            "shutdown grace period ran out; dropping the remaining connections"
+        ),
+    }
+    Ok(())
+}
+
+/// The tower stack for one connection, outermost first.
+fn service(
+    app: Arc<App>,
+    peer: SocketAddr,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<tower_http::body::UnsyncBoxBody<bytes::Bytes, crate::body::BoxError>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send {
+    ServiceBuilder::new()
+        // A client's request id is kept only if it is sane to log and echo.
+        .map_request(drop_insane_request_id)
+        // Every request gets an id, the client's or a new UUID...
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // ...and every response carries it back.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // A bug answers 500 JSON instead of dropping the connection.
+        .layer(CatchPanicLayer::custom(panic_response))
+        .service_fn(move |mut request: Request<Incoming>| {
+            let app = app.clone();
+            async move {
+                request.extensions_mut().insert(PeerAddr(peer));
+                Ok::<_, Infallible>(logged(&app, request).await)
+            }
+        })
+}
+
+/// Answers a request and logs one line for it.
+async fn logged(app: &Arc<App>, request: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    // The path only: a query string may carry anything.
+    let path = request.uri().path().to_string();
+    let request_id = request.headers().get(X_REQUEST_ID).cloned();
+    let response = routes::handle(app, request).await;
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        request_id = request_id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or(""),
+        "request"
+    );
+    response
+}
+
+fn drop_insane_request_id(mut request: Request<Incoming>) -> Request<Incoming> {
+    let sane = |id: &HeaderValue| {
+        let bytes = id.as_bytes();
+        (1..=128).contains(&bytes.len())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
+    };
+    if request
+        .headers()
+        .get(X_REQUEST_ID)
+        .is_some_and(|id| !sane(id))
+    {
+        request.headers_mut().remove(X_REQUEST_ID);
+    }
+    request
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    ApiError::Internal(anyhow::anyhow!("a request handler panicked")).into_response()
+}

@@ -1,0 +1,157 @@
+//! What differs between Postgres and SQLite: connection setup, migrations,
+//! how a write transaction starts and how to read the database clock.
+
+use sqlx::AnyConnection;
+use sqlx::Executor;
+use sqlx::migrate::Migrator;
+
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> anyhow::Result<Backend> {
+        let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or("");
+        match scheme {
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            "sqlite" => Ok(Backend::Sqlite),
+            _ => anyhow::bail!("unsupported database URL: expected postgres://… or sqlite://…"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+
+    /// The embedded SQLite file is created when missing.
+    pub(super) fn connect_url(self, url: &str) -> String {
+        match self {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{separator}mode=rwc")
+            }
+            _ => url.to_string(),
+        }
+    }
+
+    pub(super) fn max_connections(self) -> u32 {
+        match self {
+            Backend::Postgres => 16,
+            // One writer at a time anyway; a few readers alongside it.
+            Backend::Sqlite => 4,
+        }
+    }
+
+    pub(super) async fn prepare_connection(self, conn: &mut AnyConnection) -> sqlx::Result<()> {
+        match self {
+            // Server-side bound on every statement; the client-side bound is
+            // `Store::bounded`. Lock waits are bounded too.
+            Backend::Postgres => {
+                conn.execute("SET statement_timeout = 5000; SET lock_timeout = 5000")
+                    .await?;
+            }
+            // WAL lets readers run beside the writer; a writer waits up to 5 s
+            // for the lock instead of failing at once.
+            Backend::Sqlite => {
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                     PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL",
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn migrator(self) -> &'static Migrator {
+        match self {
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+        }
+    }
+
+    pub(super) fn begin_write_sql(self) -> &'static str {
+        match self {
+            Backend::Postgres => "BEGIN",
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+        }
+    }
+
+    /// The database clock in unix milliseconds, as an SQL expression.
+    pub(super) fn now_ms_sql(self) -> &'static str {
+        match self {
+            Backend::Postgres => {
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+            }
+            Backend::Sqlite => "SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+        }
+    }
+}
+
+/// Database error codes that mean "the database cannot serve you right now"
+/// rather than "this query is wrong".
+pub(super) fn is_transient(code: Option<&str>) -> bool {
+    let Some(code) = code else { return false };
+    // SQLSTATEs are five characters; SQLite's (extended) codes are at most four digits.
+    if let (true, Ok(sqlite_code)) = (code.len() < 5, code.parse::<i32>()) {
+        // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes.
+        return matches!(sqlite_code & 0xff, 5 | 6);
+    }
+    code.starts_with("08") // connection exception
+        || matches!(code, "57014" | "57P01" | "57P02" | "57P03" | "53300" | "55P03")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_follows_the_url_scheme() {
+        assert_eq!(
+            Backend::from_url("postgres://x/y").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://x/y").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(Backend::from_url("sqlite://t.db").unwrap(), Backend::Sqlite);
+        assert!(Backend::from_url("mysql://x").is_err());
+        assert!(Backend::from_url("nonsense").is_err());
+    }
+
+    #[test]
+    fn sqlite_files_are_created_when_missing() {
+        assert_eq!(
+            Backend::Sqlite.connect_url("sqlite://t.db"),
+            "sqlite://t.db?mode=rwc"
+        );
+        assert_eq!(
+            Backend::Sqlite.connect_url("sqlite://t.db?mode=ro"),
+            "sqlite://t.db?mode=ro"
+        );
+        assert_eq!(
+            Backend::Postgres.connect_url("postgres://h/d"),
+            "postgres://h/d"
+        );
+    }
+
+    #[test]
+    fn busy_and_connection_errors_are_transient() {
+        assert!(is_transient(Some("5")));
+        assert!(is_transient(Some("517")));
+        assert!(is_transient(Some("08006")));
+        assert!(is_transient(Some("57014")));
+        assert!(!is_transient(Some("23505")));
+        assert!(!is_transient(Some("19")));
+        assert!(!is_transient(None));
+    }
+}

@@ -1,0 +1,134 @@
+//! The only place that speaks SQL. One `Store` serves Postgres and SQLite
+//! through sqlx's `Any` driver, chosen by the `DATABASE_URL` scheme at run
+//! time; the few differences between the two live in [`Backend`].
+//!
+//! Every operation is bounded in time: a database that stops answering makes
+//! callers fail with [`StoreError::Unavailable`] instead of hanging.
+
+mod backend;
+mod keys;
+mod sessions;
+mod users;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, Transaction};
+
+pub use backend::Backend;
+pub use keys::RecordedKey;
+pub use sessions::{NewSession, Rotation, SessionInfo, SessionOwner};
+pub use users::{NewUser, User};
+
+/// How long one store operation may take, queueing for a connection included.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or did not answer in time. The request
+    /// may be retried later; nothing was half-written.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness constraint refused the write.
+    #[error("conflicting row")]
+    Conflict,
+    #[error("database error: {0}")]
+    Query(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &error {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+                StoreError::Unavailable(error.to_string())
+            }
+            E::Protocol(_) => StoreError::Unavailable(error.to_string()),
+            E::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            E::Database(db) if backend::is_transient(db.code().as_deref()) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            _ => StoreError::Query(error),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects (creating an SQLite file if missing) without migrating.
+    pub async fn connect(database_url: &str) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(database_url)?;
+        let url = backend.connect_url(database_url);
+        let pool = AnyPoolOptions::new()
+            .max_connections(backend.max_connections())
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(Duration::from_secs(300))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move { backend.prepare_connection(conn).await })
+            })
+            .connect(&url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Applies pending migrations. Safe when several instances start at once:
+    /// Postgres serialises them with an advisory lock, SQLite with its file lock.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        self.backend
+            .migrator()
+            .run(&self.pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot apply database migrations: {e}"))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// One round trip to the database; how long it took.
+    pub async fn ping(&self) -> StoreResult<Duration> {
+        self.bounded(async {
+            let started = Instant::now();
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(started.elapsed())
+        })
+        .await
+    }
+
+    /// Stops handing out connections; in-flight queries finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Runs one store operation under the overall deadline.
+    async fn bounded<T>(&self, operation: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {}s",
+                OPERATION_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Starts a write transaction. SQLite takes its write lock up front so
+    /// that two writers never deadlock upgrading a read lock.
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Any>> {
+        Ok(self.pool.begin_with(self.backend.begin_write_sql()).await?)
+    }
+}

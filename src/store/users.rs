@@ -1,0 +1,181 @@
+//! Accounts: usernames are unique without regard to case.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, StoreResult};
+use crate::domain::{SessionId, UserId, Username};
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: UserId,
+    pub username: Username,
+    pub roles: Vec<String>,
+    /// The argon2 PHC string; a hash, but still never logged.
+    pub password_hash: String,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+pub struct NewUser<'a> {
+    pub username: &'a Username,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub now: i64,
+}
+
+const USER_COLUMNS: &str = "id, username, roles, password_hash, disabled_at, created_at";
+
+impl User {
+    fn from_row(row: &AnyRow) -> sqlx::Result<User> {
+        let roles: String = row.try_get("roles")?;
+        Ok(User {
+            id: UserId(row.try_get("id")?),
+            username: Username::from_trusted(row.try_get("username")?),
+            roles: split_roles(&roles),
+            password_hash: row.try_get("password_hash")?,
+            disabled: row.try_get::<Option<i64>, _>("disabled_at")?.is_some(),
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+pub(super) fn split_roles(joined: &str) -> Vec<String> {
+    joined
+        .split(',')
+        .filter(|role| !role.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl Store {
+    /// Creates a user; [`StoreError::Conflict`] when the username (in any
+    /// case) is taken.
+    pub async fn create_user(&self, new: NewUser<'_>) -> StoreResult<User> {
+        self.bounded(async {
+            let user = User {
+                id: UserId::new_random(),
+                username: new.username.clone(),
+                roles: new.roles,
+                password_hash: new.password_hash,
+                disabled: false,
+                created_at: new.now,
+            };
+            sqlx::query(
+                "INSERT INTO users (id, username, username_key, password_hash, roles, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&user.id.0)
+            .bind(user.username.as_str())
+            .bind(user.username.key())
+            .bind(&user.password_hash)
+            .bind(user.roles.join(","))
+            .bind(user.created_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(user)
+        })
+        .await
+    }
+
+    pub async fn user_by_username(&self, username: &Username) -> StoreResult<Option<User>> {
+        self.bounded(async {
+            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username_key = $1");
+            let row = sqlx::query(&sql)
+                .bind(username.key())
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.as_ref().map(User::from_row).transpose()?)
+        })
+        .await
+    }
+
+    pub async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>> {
+        self.bounded(async {
+            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+            let row = sqlx::query(&sql)
+                .bind(&id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.as_ref().map(User::from_row).transpose()?)
+        })
+        .await
+    }
+
+    pub async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.bounded(async {
+            let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username_key");
+            let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+            Ok(rows
+                .iter()
+                .map(User::from_row)
+                .collect::<sqlx::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// Stores a re-hash of the same password (new argon2 parameters); the
+    /// user's sessions are untouched.
+    pub async fn update_password_hash(&self, id: &UserId, password_hash: &str) -> StoreResult<()> {
+        self.bounded(async {
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                .bind(password_hash)
+                .bind(&id.0)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sets a new password and revokes the user's sessions, all but `keep`,
+    /// in one transaction. Returns the revoked session ids.
+    pub async fn change_password(
+        &self,
+        id: &UserId,
+        password_hash: &str,
+        keep: Option<&SessionId>,
+    ) -> StoreResult<Vec<SessionId>> {
+        self.bounded(async {
+            let mut tx = self.begin_write().await?;
+            let updated = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                .bind(password_hash)
+                .bind(&id.0)
+                .execute(&mut *tx)
+                .await?;
+            if updated.rows_affected() == 0 {
+                return Err(StoreError::Query(sqlx::Error::RowNotFound));
+            }
+            let revoked = self.revoke_user_sessions_in(&mut tx, id, keep).await?;
+            tx.commit().await?;
+            Ok(revoked)
+        })
+        .await
+    }
+
+    /// Disables or enables a user. Disabling revokes every session of theirs;
+    /// returns the revoked session ids.
+    pub async fn set_disabled(
+        &self,
+        id: &UserId,
+        disabled: bool,
+        now: i64,
+    ) -> StoreResult<Vec<SessionId>> {
+        self.bounded(async {
+            let mut tx = self.begin_write().await?;
+            sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
+                .bind(disabled.then_some(now))
+                .bind(&id.0)
+                .execute(&mut *tx)
+                .await?;
+            let revoked = if disabled {
+                self.revoke_user_sessions_in(&mut tx, id, None).await?
+            } else {
+                Vec::new()
+            };
+            tx.commit().await?;
+            Ok(revoked)
+        })
+        .await
+    }
+}
