@@ -1,0 +1,489 @@
+//! The test harness: a real gateway on port 0 over a real database (a fresh,
+//! uniquely named Postgres database or a fresh SQLite file per test), and a
+//! `TestApp` with one method per endpoint.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tollgate::app::App;
+use tollgate::cli::Cli;
+use tollgate::config::Config;
+use tollgate::store::Store;
+
+pub const PASSWORD: &str = "correct horse battery";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Generates one `#[tokio::test]` per backend for each named test function
+/// `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+/// The base URL of the Postgres server the tests create databases on.
+fn postgres_server_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .ok()
+        .filter(|url| url.starts_with("postgres"))
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A database of its own for one test, dropped with it.
+pub struct TestDatabase {
+    pub url: String,
+    postgres_name: Option<String>,
+    _sqlite_dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Arc<TestDatabase> {
+        match backend {
+            Backend::Postgres => {
+                let server = postgres_server_url();
+                let name = format!("tollgate_test_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = sqlx::PgConnection::connect(&server)
+                    .await
+                    .expect("the tests need a Postgres server (TEST_DATABASE_URL)");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("creating a test database");
+                let (base, _) = server.rsplit_once('/').expect("a database URL has a path");
+                Arc::new(TestDatabase {
+                    url: format!("{base}/{name}"),
+                    postgres_name: Some(name),
+                    _sqlite_dir: None,
+                })
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let url = format!("sqlite://{}", dir.path().join("tollgate.db").display());
+                Arc::new(TestDatabase {
+                    url,
+                    postgres_name: None,
+                    _sqlite_dir: Some(dir),
+                })
+            }
+        }
+    }
+
+    /// A store on this database, for setting up and checking state.
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.url)
+            .await
+            .expect("connecting to the test database")
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres_name.take() else {
+            return;
+        };
+        let server = postgres_server_url();
+        // Drop runs outside any runtime we may block; use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&server).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Everything a gateway needs that outlives one process: its database and
+/// its keys directory. Restart tests start a second gateway on the same one.
+#[derive(Clone)]
+pub struct Deployment {
+    pub backend: Backend,
+    pub database: Arc<TestDatabase>,
+    pub keys: Arc<tempfile::TempDir>,
+}
+
+impl Deployment {
+    pub async fn new(backend: Backend) -> Deployment {
+        Deployment {
+            backend,
+            database: TestDatabase::new(backend).await,
+            keys: Arc::new(tempfile::tempdir().expect("a keys directory")),
+        }
+    }
+
+    pub fn keys_dir(&self) -> &Path {
+        self.keys.path()
+    }
+
+    /// The configuration a gateway of this deployment gets: defaults, this
+    /// database and keys directory, plus `extra` flags.
+    pub fn config(&self, extra: &[&str]) -> Config {
+        let mut args: Vec<String> = vec![
+            "tollgate".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--database-url".into(),
+            self.database.url.clone(),
+            "--keys-dir".into(),
+            self.keys_dir().display().to_string(),
+        ];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        let cli = Cli::try_parse_from(args).expect("test flags parse");
+        Config::from_args(cli.config, None).expect("test configuration is valid")
+    }
+
+    pub async fn spawn(&self, extra: &[&str]) -> TestApp {
+        TestApp::start(self.clone(), self.config(extra)).await
+    }
+}
+
+/// A running gateway.
+pub struct TestApp {
+    pub deployment: Deployment,
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl TestApp {
+    /// A gateway with default settings on a fresh deployment.
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Deployment::new(backend).await.spawn(&[]).await
+    }
+
+    pub async fn spawn_with(backend: Backend, extra: &[&str]) -> TestApp {
+        Deployment::new(backend).await.spawn(extra).await
+    }
+
+    pub async fn start(deployment: Deployment, config: Config) -> TestApp {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .expect("binding port 0");
+        let addr = listener.local_addr().expect("a bound address");
+        let app = App::build(config).await.expect("the gateway starts");
+        let (shutdown, on_shutdown) = oneshot::channel::<()>();
+        let server = tokio::spawn({
+            let app = app.clone();
+            async move {
+                tollgate::server::run(listener, app, async {
+                    let _ = on_shutdown.await;
+                })
+                .await
+                .expect("the server runs");
+            }
+        });
+        TestApp {
+            deployment,
+            addr,
+            app,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            shutdown: Some(shutdown),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the gateway gracefully; its deployment lives on.
+    pub async fn stop(mut self) -> Deployment {
+        self.shutdown.take().map(|shutdown| shutdown.send(()));
+        if let Some(server) = self.server.take() {
+            server.await.expect("the server stops cleanly");
+        }
+        self.app.store.close().await;
+        self.deployment.clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends one request; `body` is sent as JSON unless it is a string.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Body>,
+    ) -> TestResponse {
+        let mut request = Request::builder().method(method).uri(self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let bytes = match body {
+            None => Bytes::new(),
+            Some(Body::Json(value)) => {
+                request = request.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(&value).unwrap())
+            }
+            Some(Body::Raw(raw)) => Bytes::from(raw),
+        };
+        let request = request
+            .body(Full::new(bytes))
+            .expect("a valid test request");
+        let response = self
+            .client
+            .request(request)
+            .await
+            .expect("the gateway answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a complete body")
+            .to_bytes();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> TestResponse {
+        self.send(Method::POST, path, &[], Some(Body::Json(body)))
+            .await
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> TestResponse {
+        self.post_json(
+            "/api/auth/register",
+            json!({ "username": username, "password": password }),
+        )
+        .await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> TestResponse {
+        self.post_json(
+            "/api/auth/login",
+            json!({ "username": username, "password": password }),
+        )
+        .await
+    }
+
+    /// Registers `username` with [`PASSWORD`] and returns its tokens.
+    pub async fn signed_up(&self, username: &str) -> Tokens {
+        let response = self.register(username, PASSWORD).await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text());
+        Tokens::from(&response)
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> TestResponse {
+        self.post_json(
+            "/api/auth/refresh",
+            json!({ "refresh_token": refresh_token }),
+        )
+        .await
+    }
+
+    pub async fn get_with_token(&self, path: &str, access_token: &str) -> TestResponse {
+        let bearer = format!("Bearer {access_token}");
+        self.send(Method::GET, path, &[("authorization", &bearer)], None)
+            .await
+    }
+
+    pub async fn me(&self, access_token: &str) -> TestResponse {
+        self.get_with_token("/api/auth/me", access_token).await
+    }
+
+    pub async fn post_with_token(
+        &self,
+        path: &str,
+        access_token: &str,
+        body: Option<Value>,
+    ) -> TestResponse {
+        let bearer = format!("Bearer {access_token}");
+        self.send(
+            Method::POST,
+            path,
+            &[("authorization", &bearer)],
+            body.map(Body::Json),
+        )
+        .await
+    }
+
+    pub async fn logout(&self, access_token: &str) -> TestResponse {
+        self.post_with_token("/api/auth/logout", access_token, None)
+            .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.take().map(|shutdown| shutdown.send(()));
+    }
+}
+
+pub enum Body {
+    Json(Value),
+    Raw(String),
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("a JSON body, got {:?}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `error` code of an error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The `reason` of a 401 `invalid_token`.
+    pub fn reason(&self) -> String {
+        self.json()["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|value| value.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The `Set-Cookie` header of the cookie `name`.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies()
+            .into_iter()
+            .find(|cookie| cookie.starts_with(&format!("{name}=")))
+    }
+
+    /// Asserts an error answer: status, code, and the contract's headers.
+    #[track_caller]
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        assert_eq!(self.error(), code, "body: {}", self.text());
+        assert!(
+            self.json()["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = self
+                .header("www-authenticate")
+                .expect("a 401 carries WWW-Authenticate");
+            assert!(
+                challenge.starts_with("Bearer realm=\"tollgate\""),
+                "{challenge}"
+            );
+        }
+    }
+
+    /// Asserts a 401 `invalid_token` with `reason`.
+    #[track_caller]
+    pub fn assert_rejected(&self, reason: &str) {
+        self.assert_error(StatusCode::UNAUTHORIZED, "invalid_token");
+        assert_eq!(self.reason(), reason, "body: {}", self.text());
+        let challenge = self.header("www-authenticate").unwrap();
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    }
+}
+
+/// The tokens of a token body.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+    pub user_id: String,
+}
+
+impl From<&TestResponse> for Tokens {
+    fn from(response: &TestResponse) -> Tokens {
+        let body = response.json();
+        Tokens {
+            access: body["access_token"]
+                .as_str()
+                .expect("an access token")
+                .to_string(),
+            refresh: body["refresh_token"]
+                .as_str()
+                .expect("a refresh token")
+                .to_string(),
+            user_id: body["user"]["id"].as_str().expect("a user id").to_string(),
+        }
+    }
+}
+
+/// The claims of a token, decoded without verification.
+pub fn claims_of(token: &str) -> Value {
+    tollgate::auth::tokens::decode_unverified(token)
+        .expect("a decodable token")
+        .1
+}
+
+/// The header of a token, decoded without verification.
+pub fn header_of(token: &str) -> Value {
+    tollgate::auth::tokens::decode_unverified(token)
+        .expect("a decodable token")
+        .0
+}
+
+/// The PEM of the key `kid` in a keys directory.
+pub fn private_key_pem(keys_dir: &Path, kid: &str) -> Vec<u8> {
+    std::fs::read(keys_dir.join(format!("{kid}.pem"))).expect("the key's PEM file")
+}

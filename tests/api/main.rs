@@ -1,0 +1,6 @@
+//! Integration tests of the HTTP API: a real gateway on port 0, real HTTP,
+//! real Postgres and SQLite databases.
+
+mod helpers;
+
+mod auth;
