@@ -12,8 +12,10 @@ use crate::auth::keys::{KeyAlgName, KeyDir};
 use crate::auth::keyset::{KEY_HEARTBEAT_INTERVAL, Keys};
 use crate::auth::password::Passwords;
 use crate::auth::tokens::{Expectations, LEEWAY_SECS};
+use crate::browser::BrowserRules;
 use crate::config::Config;
 use crate::domain::now_ms;
+use crate::proxy::Proxy;
 use crate::revocation::Revocations;
 use crate::store::Store;
 
@@ -25,6 +27,8 @@ pub struct App {
     pub passwords: Passwords,
     pub revocations: Arc<Revocations>,
     pub cookies: CookiePolicy,
+    pub browser: BrowserRules,
+    pub proxy: Proxy,
     pub started_at: Instant,
 }
 
@@ -65,6 +69,12 @@ impl App {
             authenticator: Authenticator::new(keys.clone(), expect, revocations.clone()),
             passwords: Passwords::for_this_machine()?,
             cookies: CookiePolicy::from_config(&config),
+            browser: BrowserRules::new(config.cors_origins.clone()),
+            proxy: Proxy::new(
+                config.upstream.as_ref(),
+                config.upstream_timeout,
+                config.max_body,
+            ),
             started_at: Instant::now(),
             config,
             store,

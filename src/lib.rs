@@ -3,10 +3,12 @@
 //! # Layout
 //! A request arrives at [`server`] (accept loop, tower stack: request id,
 //! panic catching, one log line) and goes to [`routes`], a small explicit
-//! table. The gateway's own routes (`/api/auth/…`, `/.well-known/…`,
+//! table, after [`paths`] normalised the path and [`browser`] applied CORS and
+//! CSRF. The gateway's own routes (`/api/auth/…`, `/.well-known/…`,
 //! `/health…`) answer from [`auth`] (passwords, keys, tokens, cookies) and
 //! [`store`] (the only module that speaks SQL, Postgres or SQLite); every
-//! other path goes to the upstream once the access token checks out.
+//! other path goes through [`proxy`] to the upstream once the access token
+//! checks out (or the path is public).
 //! [`revocation`] keeps the set of revoked sessions that every instance
 //! refuses. Failures become [`error::ApiError`], the one HTTP-facing error.
 //! [`config`] and [`cli`] turn flags and environment into one typed
@@ -15,6 +17,7 @@
 pub mod app;
 pub mod auth;
 pub mod body;
+pub mod browser;
 pub mod cli;
 pub mod client;
 pub mod commands;
@@ -22,6 +25,8 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod logging;
+pub mod paths;
+pub mod proxy;
 pub mod revocation;
 pub mod routes;
 pub mod server;

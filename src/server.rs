@@ -29,6 +29,8 @@ use crate::routes;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A client must finish sending its request head within this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head accepted; larger ones are answered 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 const X_REQUEST_ID: &str = "x-request-id";
 
@@ -42,7 +44,8 @@ pub async fn run(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 

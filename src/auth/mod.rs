@@ -66,6 +66,8 @@ pub fn presented_token(headers: &HeaderMap) -> Option<PresentedToken<'_>> {
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub claims: Arc<AccessClaims>,
+    /// The access token itself, forwarded to the upstream.
+    pub token: Arc<str>,
     pub source: CredentialSource,
 }
 
@@ -116,6 +118,7 @@ impl Authenticator {
         }
         Ok(Identity {
             claims: Arc::new(claims),
+            token: Arc::from(presented.token),
             source: presented.source,
         })
     }

@@ -9,15 +9,22 @@ mod wellknown;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::ALLOW;
+use std::net::{IpAddr, Ipv4Addr};
+
+use http::header::{ALLOW, ORIGIN};
 use http::{HeaderValue, Method, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
 use crate::app::App;
+use crate::auth::presented_token;
 use crate::body::Body;
+use crate::client::PeerAddr;
+use crate::domain::now_ms;
 use crate::error::ApiError;
+use crate::paths;
+use crate::proxy::Forwarding;
 
 pub type Request = http::Request<Incoming>;
 
@@ -107,12 +114,30 @@ pub fn is_owned(path: &str) -> bool {
 
 /// Answers one request.
 pub async fn handle(app: &Arc<App>, request: Request) -> Response<Body> {
-    let route = Route::resolve(request.uri().path());
-    let result = match route {
+    let origin = request.headers().get(ORIGIN).cloned();
+    let mut response = respond(app, request)
+        .await
+        .unwrap_or_else(ApiError::into_response);
+    app.browser.apply_cors(origin.as_ref(), &mut response);
+    response
+}
+
+async fn respond(app: &Arc<App>, request: Request) -> Result<Response<Body>, ApiError> {
+    if let Some(preflight) = app.browser.preflight(request.method(), request.headers()) {
+        return Ok(preflight);
+    }
+    let uri = request.uri().clone();
+    let path = paths::normalize(uri.path())
+        .map_err(|error| ApiError::InvalidRequest(error.to_string()))?;
+    app.browser
+        .check_csrf(request.method(), request.headers())?;
+
+    let route = Route::resolve(&path);
+    match route {
         Route::UnknownOwned => Err(ApiError::NotFound),
-        Route::Upstream => Err(ApiError::UpstreamNotConfigured),
+        Route::Upstream => forward(app, request, &path).await,
         ref route if !route.methods().contains(request.method()) => {
-            return method_not_allowed(route.methods());
+            Ok(method_not_allowed(route.methods()))
         }
         Route::Register => auth::register(app, request).await,
         Route::Login => auth::login(app, request).await,
@@ -127,11 +152,53 @@ pub async fn handle(app: &Arc<App>, request: Request) -> Response<Body> {
         Route::OpenIdConfiguration => Ok(wellknown::openid_configuration(app, &request)),
         Route::Health => Ok(health::health()),
         Route::HealthDetailed => Ok(health::detailed(app).await),
+    }
+}
+
+/// Authenticates a request for the upstream (optionally, on a public path)
+/// and forwards it.
+async fn forward(app: &Arc<App>, request: Request, path: &str) -> Result<Response<Body>, ApiError> {
+    if !app.proxy.is_configured() {
+        return Err(ApiError::UpstreamNotConfigured);
+    }
+    let public = app
+        .config
+        .public_paths
+        .iter()
+        .any(|prefix| paths::is_under(path, prefix));
+    let identity = match presented_token(request.headers()) {
+        None if public => None,
+        None => return Err(ApiError::Unauthorized),
+        Some(presented) => match app.authenticator.verify(presented, now_ms() / 1000).await {
+            Ok(identity) => Some(identity),
+            Err(_) if public => None,
+            Err(reason) => return Err(ApiError::InvalidToken(reason)),
+        },
     };
-    result.unwrap_or_else(ApiError::into_response)
+    let peer = request
+        .extensions()
+        .get::<PeerAddr>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.0.ip());
+    let peer_is_trusted = app
+        .config
+        .trusted_proxies
+        .iter()
+        .any(|net| net.contains(&peer));
+    app.proxy
+        .forward(
+            request,
+            Forwarding {
+                path,
+                identity: identity.as_ref(),
+                peer,
+                peer_is_trusted,
+            },
+        )
+        .await
 }
 
 fn method_not_allowed(allowed: &[Method]) -> Response<Body> {
+    // OPTIONS that is not a preflight also lands here for the gateway's routes.
     let mut response = ApiError::MethodNotAllowed.into_response();
     let allow = allowed
         .iter()

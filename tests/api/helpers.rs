@@ -283,6 +283,23 @@ impl TestApp {
         }
     }
 
+    /// Sends `request` as raw bytes on a new connection and returns the raw
+    /// answer: for framings and targets a well-behaved client cannot send.
+    pub async fn raw(&self, request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connecting");
+        stream.write_all(request).await.expect("sending");
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            stream.read_to_end(&mut answer),
+        );
+        let _ = read.await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
     pub async fn post_json(&self, path: &str, body: Value) -> TestResponse {
         self.send(Method::POST, path, &[], Some(Body::Json(body)))
             .await

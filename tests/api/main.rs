@@ -4,3 +4,5 @@
 mod helpers;
 
 mod auth;
+mod proxy;
+mod upstream;
