@@ -1,0 +1,251 @@
+//! A small ticket API to run behind tollgate, and an example of how an
+//! upstream validates the forwarded token itself instead of trusting headers.
+//!
+//! It fetches the gateway's JWKS, caches it, and re-fetches it (at most once a
+//! second) when a token names a key it does not know: a key rotation needs no
+//! restart. Tickets live in memory.
+//!
+//! ```sh
+//! cargo run --example ticket_api -- --listen 127.0.0.1:3000 \
+//!     --jwks-url http://127.0.0.1:8080/.well-known/jwks.json
+//! ```
+//!
+//! - `GET /api/tickets`: the tickets, newest last.
+//! - `POST /api/tickets` `{"title": "…"}`: creates a ticket owned by the caller.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// The gateway's JWKS.
+    #[arg(long, default_value = "http://127.0.0.1:8080/.well-known/jwks.json")]
+    jwks_url: String,
+    #[arg(long, default_value = "tollgate")]
+    issuer: String,
+    #[arg(long, default_value = "tollgate")]
+    audience: String,
+}
+
+/// The claims this API uses; the gateway's tokens carry more.
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    preferred_username: String,
+}
+
+#[derive(Clone, Serialize)]
+struct Ticket {
+    id: u64,
+    title: String,
+    created_by: String,
+}
+
+/// The gateway's public keys, by `kid`, and when they were fetched.
+struct KeyCache {
+    keys: HashMap<String, (jsonwebtoken::Algorithm, DecodingKey)>,
+    fetched_at: Option<Instant>,
+}
+
+struct TicketApi {
+    args: Args,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    keys: Mutex<KeyCache>,
+    tickets: Mutex<Vec<Ticket>>,
+}
+
+type ApiResponse = Response<Full<Bytes>>;
+
+impl TicketApi {
+    /// The caller's claims, if the bearer token is valid.
+    async fn authenticate(&self, request: &Request<Incoming>) -> Result<Claims, String> {
+        let token = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or("no bearer token")?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+        if header.typ.as_deref() != Some("at+jwt") {
+            return Err("not an access token".into());
+        }
+        let kid = header.kid.ok_or("token without kid")?;
+        let (alg, key) = match self.key(&kid) {
+            Some(found) => found,
+            // Unknown key: the gateway may have rotated. Re-fetch, once.
+            None => {
+                self.refresh_keys().await?;
+                self.key(&kid).ok_or("token signed by an unknown key")?
+            }
+        };
+        // Pin the algorithm to the key's; require and check iss, aud, exp, sub.
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[&self.args.issuer]);
+        validation.set_audience(&[&self.args.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| format!("invalid token: {e}"))
+    }
+
+    fn key(&self, kid: &str) -> Option<(jsonwebtoken::Algorithm, DecodingKey)> {
+        self.keys.lock().unwrap().keys.get(kid).cloned()
+    }
+
+    async fn refresh_keys(&self) -> Result<(), String> {
+        {
+            let cache = self.keys.lock().unwrap();
+            if cache
+                .fetched_at
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+            {
+                return Ok(());
+            }
+        }
+        let uri = self
+            .args
+            .jwks_url
+            .parse()
+            .map_err(|e| format!("bad JWKS URL: {e}"))?;
+        let response = self
+            .client
+            .get(uri)
+            .await
+            .map_err(|e| format!("cannot fetch the JWKS: {e}"))?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("bad JWKS: {e}"))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let (Some(kid), Some(alg)) = (&jwk.common.key_id, jwk.common.key_algorithm) else {
+                continue;
+            };
+            let (Ok(alg), Ok(key)) = (alg.to_string().parse(), DecodingKey::from_jwk(jwk)) else {
+                continue;
+            };
+            keys.insert(kid.clone(), (alg, key));
+        }
+        *self.keys.lock().unwrap() = KeyCache {
+            keys,
+            fetched_at: Some(Instant::now()),
+        };
+        Ok(())
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> ApiResponse {
+        let claims = match self.authenticate(&request).await {
+            Ok(claims) => claims,
+            Err(why) => {
+                return reply(
+                    StatusCode::UNAUTHORIZED,
+                    json!({ "error": "unauthorized", "message": why }),
+                );
+            }
+        };
+        match (request.method(), request.uri().path()) {
+            (&Method::GET, "/api/tickets") => {
+                let tickets = self.tickets.lock().unwrap().clone();
+                reply(StatusCode::OK, json!(tickets))
+            }
+            (&Method::POST, "/api/tickets") => {
+                let body = match Limited::new(request.into_body(), 16 * 1024).collect().await {
+                    Ok(body) => body.to_bytes(),
+                    Err(_) => {
+                        return reply(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            json!({ "error": "payload_too_large" }),
+                        );
+                    }
+                };
+                #[derive(Deserialize)]
+                struct NewTicket {
+                    title: String,
+                }
+                let Ok(new) = serde_json::from_slice::<NewTicket>(&body) else {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        json!({ "error": "invalid_request", "message": "expected {\"title\": \"…\"}" }),
+                    );
+                };
+                let mut tickets = self.tickets.lock().unwrap();
+                let ticket = Ticket {
+                    id: tickets.len() as u64 + 1,
+                    title: new.title,
+                    created_by: format!("{} ({})", claims.preferred_username, claims.sub),
+                };
+                tickets.push(ticket.clone());
+                reply(StatusCode::CREATED, json!(ticket))
+            }
+            _ => reply(StatusCode::NOT_FOUND, json!({ "error": "not_found" })),
+        }
+    }
+}
+
+fn reply(status: StatusCode, body: serde_json::Value) -> ApiResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let listener = TcpListener::bind(args.listen).await?;
+    println!(
+        "ticket API on http://{} (keys from {})",
+        listener.local_addr()?,
+        args.jwks_url
+    );
+    let api = Arc::new(TicketApi {
+        args,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        keys: Mutex::new(KeyCache {
+            keys: HashMap::new(),
+            fetched_at: None,
+        }),
+        tickets: Mutex::new(Vec::new()),
+    });
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let api = api.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(api.handle(request).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
