@@ -10,14 +10,19 @@ use crate::auth::Authenticator;
 use crate::auth::cookies::CookiePolicy;
 use crate::auth::keys::{KeyAlgName, KeyDir};
 use crate::auth::keyset::{KEY_HEARTBEAT_INTERVAL, Keys};
+
+/// How often the keys directory is checked for a rotation.
+const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 use crate::auth::password::Passwords;
 use crate::auth::tokens::{Expectations, LEEWAY_SECS};
 use crate::browser::BrowserRules;
 use crate::config::Config;
 use crate::domain::now_ms;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::revocation::Revocations;
 use crate::store::Store;
+use crate::throttle::LoginThrottle;
 
 pub struct App {
     pub config: Config,
@@ -29,6 +34,8 @@ pub struct App {
     pub cookies: CookiePolicy,
     pub browser: BrowserRules,
     pub proxy: Proxy,
+    pub throttle: LoginThrottle,
+    pub metrics: Metrics,
     pub started_at: Instant,
 }
 
@@ -65,16 +72,21 @@ impl App {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
         };
+        let metrics = Metrics::new();
+        let proxy = Proxy::new(
+            config.upstream.as_ref(),
+            config.upstream_timeout,
+            config.max_body,
+            metrics.upstream_latency.clone(),
+        );
         let app = Arc::new(App {
             authenticator: Authenticator::new(keys.clone(), expect, revocations.clone()),
             passwords: Passwords::for_this_machine()?,
             cookies: CookiePolicy::from_config(&config),
             browser: BrowserRules::new(config.cors_origins.clone()),
-            proxy: Proxy::new(
-                config.upstream.as_ref(),
-                config.upstream_timeout,
-                config.max_body,
-            ),
+            throttle: LoginThrottle::new(),
+            metrics,
+            proxy,
             started_at: Instant::now(),
             config,
             store,
@@ -93,14 +105,32 @@ pub fn token_lifetime(config: &Config) -> Duration {
 
 fn spawn_background_tasks(app: Weak<App>) {
     Revocations::spawn_poller(app.clone(), |app: &App| (&app.revocations, &app.store));
+    // A rotation is a new keys record: check for one every couple of seconds,
+    // and re-record the keys as held every minute.
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(KEY_HEARTBEAT_INTERVAL);
-        interval.tick().await;
+        let mut interval = tokio::time::interval(KEY_CHECK_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = None;
+        let mut last_heartbeat = Instant::now();
         loop {
             interval.tick().await;
             let Some(app) = app.upgrade() else { return };
-            if let Err(error) = app.keys.reload().await {
-                tracing::warn!(error = %format!("{error:#}"), "cannot reload the signing keys");
+            let fingerprint = app.keys.dir().fingerprint();
+            let changed = seen.is_some() && seen != Some(fingerprint);
+            seen = Some(fingerprint);
+            if !changed && last_heartbeat.elapsed() < KEY_HEARTBEAT_INTERVAL {
+                continue;
+            }
+            last_heartbeat = Instant::now();
+            match app.keys.reload().await {
+                Ok(()) if changed => tracing::info!(
+                    active_kid = %app.keys.current().signing().kid,
+                    "picked up new signing keys"
+                ),
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "cannot reload the signing keys")
+                }
             }
         }
     });

@@ -32,7 +32,7 @@ pub async fn run(
             open_store(&config).await?;
             println!("migrations applied to {}", redact_url(&config.database_url));
         }
-        Command::Keys(command) => keys(&config, command)?,
+        Command::Keys(command) => keys(&config, command).await?,
         Command::Users(command) => users(&config, command).await?,
         Command::Sessions(SessionsCommand::Revoke { user }) => {
             let store = open_store(&config).await?;
@@ -60,8 +60,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         active_kid = %app.keys.current().signing().kid,
         "tollgate is serving"
     );
+    reload_keys_on_hangup(app.clone())?;
     crate::server::run(listener, app.clone(), shutdown_signal()).await?;
     app.store.close().await;
+    Ok(())
+}
+
+/// SIGHUP re-reads the keys directory at once (it is also polled).
+fn reload_keys_on_hangup(app: std::sync::Arc<App>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("cannot install a SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match app.keys.reload().await {
+                Ok(()) => tracing::info!(
+                    active_kid = %app.keys.current().signing().kid,
+                    "SIGHUP: reloaded the signing keys"
+                ),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "SIGHUP: cannot reload the signing keys")
+                }
+            }
+        }
+    });
     Ok(())
 }
 
@@ -82,7 +103,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let dir = KeyDir::open(&config.keys_dir)?;
     match command {
         KeysCommand::Generate { alg } => {
@@ -103,9 +124,20 @@ fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Rotate { alg } => rotate_keys(config, alg.map(Into::into))?,
         KeysCommand::List => print_keys(&dir.records()?),
         KeysCommand::Prune => {
-            let retired_before = now_ms() - token_lifetime(config).as_millis() as i64;
-            let pruned = dir.prune(retired_before)?;
+            // A key retired longer ago than a token lives carries no live token.
+            let live_since = now_ms() - token_lifetime(config).as_millis() as i64;
+            let pruned = dir.prune(live_since)?;
             println!("pruned {} key(s){}", pruned.len(), list_suffix(&pruned));
+            match Store::connect(&config.database_url).await {
+                Ok(store) => {
+                    store.migrate().await?;
+                    let forgotten = store
+                        .delete_recorded_keys(live_since, HELD_SLACK_MS)
+                        .await?;
+                    println!("forgot {forgotten} recorded public key(s) in the database");
+                }
+                Err(error) => println!("warning: {error:#}; recorded public keys left as they are"),
+            }
         }
     }
     Ok(())

@@ -146,6 +146,21 @@ impl ApiError {
         }
     }
 
+    /// What to log and count when this refuses a credential or a caller.
+    pub fn auth_failure_reason(&self) -> Option<&'static str> {
+        match self {
+            ApiError::InvalidToken(reason) => Some(reason.as_str()),
+            ApiError::Unauthorized
+            | ApiError::InvalidCredentials
+            | ApiError::InvalidRefreshToken
+            | ApiError::RefreshTokenReused
+            | ApiError::CsrfRejected
+            | ApiError::AccountDisabled
+            | ApiError::RateLimited { .. } => Some(self.code()),
+            _ => None,
+        }
+    }
+
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         if status.is_server_error() {

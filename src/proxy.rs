@@ -8,7 +8,7 @@
 //! exactly the normalised path that was authorised.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{
     AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE, EXPECT, HOST, PROXY_AUTHENTICATE,
@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::auth::Identity;
 use crate::body::{Body, BoxError};
@@ -58,6 +59,7 @@ struct Upstream {
 
 pub struct Proxy {
     client: Client<HttpConnector, Body>,
+    latency: Histogram,
     upstream: Option<Upstream>,
     timeout: Duration,
     max_body: u64,
@@ -75,7 +77,13 @@ pub struct Forwarding<'a> {
 }
 
 impl Proxy {
-    pub fn new(upstream: Option<&Uri>, timeout: Duration, max_body: u64) -> Proxy {
+    /// `latency` observes how long the upstream takes to answer.
+    pub fn new(
+        upstream: Option<&Uri>,
+        timeout: Duration,
+        max_body: u64,
+        latency: Histogram,
+    ) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
@@ -95,6 +103,7 @@ impl Proxy {
         });
         Proxy {
             client,
+            latency,
             upstream,
             timeout,
             max_body,
@@ -139,6 +148,7 @@ impl Proxy {
             .boxed_unsync();
         let upstream_request = Request::from_parts(parts, body);
 
+        let started = Instant::now();
         let response =
             match tokio::time::timeout(self.timeout, self.client.request(upstream_request)).await {
                 Err(_) => return Err(ApiError::GatewayTimeout),
@@ -148,6 +158,7 @@ impl Proxy {
                 Ok(Err(error)) => return Err(ApiError::BadGateway(describe(&error))),
                 Ok(Ok(response)) => response,
             };
+        self.latency.observe(started.elapsed().as_secs_f64());
 
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::body::Body;
@@ -116,22 +117,34 @@ fn service(
         })
 }
 
-/// Answers a request and logs one line for it.
+/// Answers a request, counts it and logs one line for it. The line's span
+/// carries the request id and, once a credential checks out, the user id.
 async fn logged(app: &Arc<App>, request: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
     // The path only: a query string may carry anything.
     let path = request.uri().path().to_string();
-    let request_id = request.headers().get(X_REQUEST_ID).cloned();
-    let response = routes::handle(app, request).await;
-    tracing::info!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        request_id = request_id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or(""),
-        "request"
+    let span = tracing::info_span!(
+        "request",
+        request_id = request
+            .headers()
+            .get(X_REQUEST_ID)
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or(""),
+        user_id = tracing::field::Empty,
     );
+    let response = routes::handle(app, request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    app.metrics.request(routes::route_class(&path), status);
+    span.in_scope(|| {
+        tracing::info!(
+            %method,
+            path,
+            status,
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    });
     response
 }
 

@@ -137,6 +137,15 @@ impl KeyDir {
         &self.path
     }
 
+    /// Changes whenever the keys record is replaced: its modification time
+    /// and size (zero when there is none).
+    pub fn fingerprint(&self) -> (Option<std::time::SystemTime>, u64) {
+        match fs::metadata(self.path.join(RECORD_FILE)) {
+            Ok(metadata) => (metadata.modified().ok(), metadata.len()),
+            Err(_) => (None, 0),
+        }
+    }
+
     fn lock(&self) -> anyhow::Result<DirLock> {
         let lock_path = self.path.join(LOCK_FILE);
         let file = OpenOptions::new()

@@ -116,6 +116,7 @@ impl Authenticator {
         if self.revocations.is_revoked(&claims.sid) {
             return Err(RejectReason::Revoked);
         }
+        tracing::Span::current().record("user_id", claims.sub.as_str());
         Ok(Identity {
             claims: Arc::new(claims),
             token: Arc::from(presented.token),

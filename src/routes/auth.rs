@@ -1,5 +1,7 @@
 //! `/api/auth/…`: accounts, sessions and the tokens they yield.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use http::header::{CACHE_CONTROL, SET_COOKIE, USER_AGENT};
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
@@ -113,6 +115,12 @@ pub async fn register(app: &App, request: Request) -> Result<Response<Body>, Api
 pub async fn login(app: &App, request: Request) -> Result<Response<Body>, ApiError> {
     let (parts, body) = request.into_parts();
     let (username, password) = parse_credentials(parse_json(&read_body(body).await?)?)?;
+    let client = client_address(app, &parts);
+    let username_key = username.key();
+    if let Err(retry_after) = app.throttle.attempt(&username_key, client) {
+        app.metrics.login("rate_limited");
+        return Err(ApiError::RateLimited { retry_after });
+    }
     let user = app.store.user_by_username(&username).await?;
     let stored_hash = user.as_ref().map(|user| user.password_hash.as_str());
     // Unknown users are verified against a dummy hash: same answer, same time.
@@ -124,13 +132,17 @@ pub async fn login(app: &App, request: Request) -> Result<Response<Body>, ApiErr
     let (user, rehashed) = match (user, verification) {
         (Some(user), Verification::Valid { rehashed }) => (user, rehashed),
         _ => {
-            tracing::info!(reason = "invalid_credentials", "login refused");
+            app.throttle.failed(&username_key, client);
+            app.metrics.login("invalid_credentials");
             return Err(ApiError::InvalidCredentials);
         }
     };
+    app.throttle.succeeded(&username_key, client);
     if user.disabled {
+        app.metrics.login("account_disabled");
         return Err(ApiError::AccountDisabled);
     }
+    app.metrics.login("success");
     if let Some(rehashed) = rehashed {
         app.store.update_password_hash(&user.id, &rehashed).await?;
     }
@@ -147,9 +159,7 @@ async fn start_session(
 ) -> Result<Response<Body>, ApiError> {
     let (refresh_token, refresh_hash) = new_refresh_token();
     let expires_at = now + app.config.refresh_ttl.as_millis() as i64;
-    let ip = parts.extensions.get::<PeerAddr>().map(|peer| {
-        client_ip(&parts.headers, peer.0.ip(), &app.config.trusted_proxies).to_string()
-    });
+    let ip = client_address(app, parts).to_string();
     let user_agent = parts
         .headers
         .get(USER_AGENT)
@@ -160,7 +170,7 @@ async fn start_session(
         .start_session(NewSession {
             user_id: &user.id,
             user_agent: user_agent.as_deref(),
-            ip: ip.as_deref(),
+            ip: Some(&ip),
             now,
             expires_at,
             refresh_hash: &refresh_hash,
@@ -177,6 +187,15 @@ async fn start_session(
     token_response(app, &owner, &refresh_token, status, now)
 }
 
+/// The client's address: the socket peer, or what a trusted proxy forwarded.
+fn client_address(app: &App, parts: &Parts) -> IpAddr {
+    let peer = parts
+        .extensions
+        .get::<PeerAddr>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.0.ip());
+    client_ip(&parts.headers, peer, &app.config.trusted_proxies)
+}
+
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
@@ -189,6 +208,7 @@ fn token_response(
     status: StatusCode,
     now_ms: i64,
 ) -> Result<Response<Body>, ApiError> {
+    tracing::Span::current().record("user_id", owner.user_id.0.as_str());
     let now = now_ms / 1000;
     let expires_in = app.config.access_ttl.as_secs() as i64;
     let claims = AccessClaims {
@@ -261,13 +281,22 @@ pub async fn refresh(app: &App, request: Request) -> Result<Response<Body>, ApiE
         )
         .await?;
     match rotation {
-        Rotation::Rotated(owner) => token_response(app, &owner, &next_token, StatusCode::OK, now),
+        Rotation::Rotated(owner) => {
+            app.metrics.refresh("rotated");
+            token_response(app, &owner, &next_token, StatusCode::OK, now)
+        }
         Rotation::Reused { session_id } => {
+            app.metrics.refresh("reused");
+            app.metrics.refresh_reuse.inc();
+            app.metrics.revoked(1);
             app.revocations.insert(&session_id);
             tracing::warn!(session_id = %session_id, reason = "refresh_token_reused", "refresh token reused after the grace; session revoked");
             Err(ApiError::RefreshTokenReused)
         }
-        Rotation::Invalid => Err(ApiError::InvalidRefreshToken),
+        Rotation::Invalid => {
+            app.metrics.refresh("invalid");
+            Err(ApiError::InvalidRefreshToken)
+        }
     }
 }
 
@@ -294,7 +323,9 @@ pub async fn logout(app: &App, request: Request) -> Result<Response<Body>, ApiEr
             },
         }
     };
-    app.store.revoke_session(&session).await?;
+    if app.store.revoke_session(&session).await? {
+        app.metrics.revoked(1);
+    }
     app.revocations.insert(&session);
     tracing::info!(session_id = %session, "logged out");
     Ok(cleared_cookies(app))
@@ -330,6 +361,7 @@ pub async fn logout_all(app: &App, request: Request) -> Result<Response<Body>, A
     let identity = identity(app, &parts).await?;
     let user = UserId(identity.claims.sub.clone());
     let revoked = app.store.revoke_user_sessions(&user, None).await?;
+    app.metrics.revoked(revoked.len());
     app.revocations.insert_all(&revoked);
     // The current session too, even if the database had already revoked it.
     app.revocations
@@ -383,7 +415,9 @@ pub async fn delete_session(
     let session = SessionId(id);
     match app.store.session_user(&session).await? {
         Some(owner) if owner.0 == identity.claims.sub => {
-            app.store.revoke_session(&session).await?;
+            if app.store.revoke_session(&session).await? {
+                app.metrics.revoked(1);
+            }
             app.revocations.insert(&session);
             tracing::info!(session_id = %session, "session revoked by its owner");
             Ok(no_content(StatusCode::NO_CONTENT))
@@ -420,6 +454,7 @@ pub async fn change_password(app: &App, request: Request) -> Result<Response<Bod
         .store
         .change_password(&user.id, &new_hash, Some(&current_session))
         .await?;
+    app.metrics.revoked(revoked.len());
     app.revocations.insert_all(&revoked);
     tracing::info!(user_id = %user.id, revoked_sessions = revoked.len(), "password changed");
     Ok(no_content(StatusCode::NO_CONTENT))

@@ -1,10 +1,11 @@
-//! `/health` (liveness, no database call) and `/health/detailed`.
+//! `/health` (liveness, no database call), `/health/detailed` and `/metrics`.
 
-use http::{Response, StatusCode};
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use crate::app::App;
-use crate::body::{Body, json};
+use crate::body::{Body, full, json};
 
 pub fn health() -> Response<Body> {
     json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
@@ -73,4 +74,17 @@ pub async fn detailed(app: &App) -> Response<Body> {
             },
         },
     )
+}
+
+/// The Prometheus text exposition of this instance's metrics.
+pub fn metrics(app: &App) -> Response<Body> {
+    app.metrics
+        .argon2_queue_depth
+        .set(app.passwords.queue_depth() as i64);
+    let mut response = Response::new(full(app.metrics.render()));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }

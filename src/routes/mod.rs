@@ -3,6 +3,7 @@
 //! unknown one is 404, a wrong method 405.
 
 mod auth;
+mod debug;
 mod health;
 mod wellknown;
 
@@ -46,6 +47,8 @@ enum Route {
     OpenIdConfiguration,
     Health,
     HealthDetailed,
+    Metrics,
+    DebugSession,
     /// Under a path the gateway owns, but no such route.
     UnknownOwned,
     /// Everything else goes to the upstream.
@@ -67,6 +70,8 @@ impl Route {
             "/.well-known/openid-configuration" => Route::OpenIdConfiguration,
             "/health" => Route::Health,
             "/health/detailed" => Route::HealthDetailed,
+            "/metrics" => Route::Metrics,
+            "/api/debug/session" => Route::DebugSession,
             _ => match path.strip_prefix("/api/auth/sessions/") {
                 Some(id) if !id.is_empty() && !id.contains('/') => Route::Session(id.to_string()),
                 _ if is_owned(path) => Route::UnknownOwned,
@@ -92,10 +97,33 @@ impl Route {
             | Route::Jwks
             | Route::OpenIdConfiguration
             | Route::Health
-            | Route::HealthDetailed => GET,
+            | Route::HealthDetailed
+            | Route::Metrics
+            | Route::DebugSession => GET,
             Route::Session(_) => DELETE,
             Route::UnknownOwned | Route::Upstream => &[],
         }
+    }
+}
+
+/// The metrics label of a request path.
+pub fn route_class(path: &str) -> &'static str {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if under("/api/auth") {
+        "auth"
+    } else if under("/.well-known") {
+        "wellknown"
+    } else if path.starts_with("/health") {
+        "health"
+    } else if under("/metrics") {
+        "metrics"
+    } else if under("/api/debug") {
+        "debug"
+    } else {
+        "proxy"
     }
 }
 
@@ -135,6 +163,7 @@ async fn respond(app: &Arc<App>, request: Request) -> Result<Response<Body>, Api
     let route = Route::resolve(&path);
     match route {
         Route::UnknownOwned => Err(ApiError::NotFound),
+        Route::DebugSession if !app.config.debug_endpoints => Err(ApiError::NotFound),
         Route::Upstream => forward(app, request, &path).await,
         ref route if !route.methods().contains(request.method()) => {
             Ok(method_not_allowed(route.methods()))
@@ -152,6 +181,8 @@ async fn respond(app: &Arc<App>, request: Request) -> Result<Response<Body>, Api
         Route::OpenIdConfiguration => Ok(wellknown::openid_configuration(app, &request)),
         Route::Health => Ok(health::health()),
         Route::HealthDetailed => Ok(health::detailed(app).await),
+        Route::Metrics => Ok(health::metrics(app)),
+        Route::DebugSession => Ok(debug::session(app, &request).await),
     }
 }
 
