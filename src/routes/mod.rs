@@ -129,23 +129,22 @@ pub fn route_class(path: &str) -> &'static str {
 
 /// The path prefixes the gateway keeps for itself.
 pub fn is_owned(path: &str) -> bool {
-    let under = |prefix: &str| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    };
-    under("/api/auth")
-        || under("/.well-known")
-        || under("/metrics")
-        || under("/api/debug")
-        || path.starts_with("/health")
+    route_class(path) != "proxy"
 }
 
 /// Answers one request.
 pub async fn handle(app: &Arc<App>, request: Request) -> Response<Body> {
     let origin = request.headers().get(ORIGIN).cloned();
-    let mut response = respond(app, request)
-        .await
-        .unwrap_or_else(ApiError::into_response);
+    let mut response = match respond(app, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            if let Some(reason) = error.auth_failure_reason() {
+                tracing::info!(reason, status = error.status().as_u16(), "auth failure");
+                app.metrics.auth_failure(reason);
+            }
+            error.into_response()
+        }
+    };
     app.browser.apply_cors(origin.as_ref(), &mut response);
     response
 }

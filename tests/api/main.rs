@@ -4,5 +4,6 @@
 mod helpers;
 
 mod auth;
+mod operations;
 mod proxy;
 mod upstream;
