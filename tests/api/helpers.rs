@@ -220,7 +220,7 @@ impl TestApp {
             deployment,
             addr,
             app,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: http_client(),
             shutdown: Some(shutdown),
             server: Some(server),
         }
@@ -248,39 +248,7 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<Body>,
     ) -> TestResponse {
-        let mut request = Request::builder().method(method).uri(self.url(path));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let bytes = match body {
-            None => Bytes::new(),
-            Some(Body::Json(value)) => {
-                request = request.header("content-type", "application/json");
-                Bytes::from(serde_json::to_vec(&value).unwrap())
-            }
-            Some(Body::Raw(raw)) => Bytes::from(raw),
-        };
-        let request = request
-            .body(Full::new(bytes))
-            .expect("a valid test request");
-        let response = self
-            .client
-            .request(request)
-            .await
-            .expect("the gateway answers");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a complete body")
-            .to_bytes();
-        TestResponse {
-            status,
-            headers,
-            body,
-        }
+        send_request(&self.client, method, &self.url(path), headers, body).await
     }
 
     /// Sends `request` as raw bytes on a new connection and returns the raw
@@ -371,6 +339,50 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.take().map(|shutdown| shutdown.send(()));
+    }
+}
+
+/// An HTTP client for the tests.
+pub fn http_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends one request; `body` is sent as JSON unless it is raw.
+pub async fn send_request(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Body>,
+) -> TestResponse {
+    let mut request = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let bytes = match body {
+        None => Bytes::new(),
+        Some(Body::Json(value)) => {
+            request = request.header("content-type", "application/json");
+            Bytes::from(serde_json::to_vec(&value).unwrap())
+        }
+        Some(Body::Raw(raw)) => Bytes::from(raw),
+    };
+    let request = request
+        .body(Full::new(bytes))
+        .expect("a valid test request");
+    let response = client.request(request).await.expect("the gateway answers");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a complete body")
+        .to_bytes();
+    TestResponse {
+        status,
+        headers,
+        body,
     }
 }
 

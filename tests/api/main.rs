@@ -5,5 +5,6 @@ mod helpers;
 
 mod auth;
 mod operations;
+mod process;
 mod proxy;
 mod upstream;
