@@ -43,6 +43,9 @@ pub enum ApiError {
     UsernameTaken,
     #[error("payload too large")]
     PayloadTooLarge,
+    /// The client stopped sending its body.
+    #[error("request timeout")]
+    RequestTimeout,
     #[error("rate limited")]
     RateLimited { retry_after: Duration },
     #[error("bad gateway: {0}")]
@@ -81,6 +84,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UsernameTaken => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) | ApiError::UpstreamNotConfigured => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -105,6 +109,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UsernameTaken => "username_taken",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::BadGateway(_) => "bad_gateway",
             ApiError::UpstreamNotConfigured => "upstream_not_configured",
@@ -135,6 +140,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "This route does not accept that method.".into(),
             ApiError::UsernameTaken => "That username is taken.".into(),
             ApiError::PayloadTooLarge => "The request body is too large.".into(),
+            ApiError::RequestTimeout => "The request body did not arrive in time.".into(),
             ApiError::RateLimited { .. } => "Too many attempts; try again later.".into(),
             ApiError::BadGateway(_) => "The upstream service failed to answer.".into(),
             ApiError::UpstreamNotConfigured => "No upstream service is configured.".into(),

@@ -16,15 +16,16 @@ use http::header::{
 };
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::histogram::Histogram;
+use tower_http::timeout::{TimeoutBody, TimeoutError};
 
 use crate::auth::Identity;
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 use crate::error::ApiError;
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) and the ones a proxy must not pass on.
@@ -38,6 +39,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     TRAILER,
     UPGRADE,
 ];
+
+/// The longest a client may pause while sending a proxied body.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -142,18 +146,24 @@ impl Proxy {
         parts.version = http::Version::HTTP_11;
 
         // Counted while streaming: a chunked body over the limit fails the
-        // upstream request as soon as it crosses it.
-        let body = Limited::new(body, self.max_body as usize)
-            .map_err(BoxError::from)
-            .boxed_unsync();
+        // upstream request as soon as it crosses it. A client that stops
+        // sending fails it too, instead of holding it open.
+        let body = TimeoutBody::new(
+            BODY_IDLE_TIMEOUT,
+            Limited::new(body, self.max_body as usize),
+        )
+        .boxed_unsync();
         let upstream_request = Request::from_parts(parts, body);
 
         let started = Instant::now();
         let response =
             match tokio::time::timeout(self.timeout, self.client.request(upstream_request)).await {
                 Err(_) => return Err(ApiError::GatewayTimeout),
-                Ok(Err(error)) if caused_by_body_limit(&error) => {
+                Ok(Err(error)) if caused_by::<LengthLimitError>(&error) => {
                     return Err(ApiError::PayloadTooLarge);
+                }
+                Ok(Err(error)) if caused_by::<TimeoutError>(&error) => {
+                    return Err(ApiError::RequestTimeout);
                 }
                 Ok(Err(error)) => return Err(ApiError::BadGateway(describe(&error))),
                 Ok(Ok(response)) => response,
@@ -162,9 +172,11 @@ impl Proxy {
 
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        // An upstream that stalls mid-body is cut off after the same timeout
+        // rather than holding the client forever.
         Ok(Response::from_parts(
             parts,
-            body.map_err(BoxError::from).boxed_unsync(),
+            TimeoutBody::new(self.timeout, body).boxed_unsync(),
         ))
     }
 }
@@ -323,10 +335,10 @@ fn remove_gateway_cookies(headers: &mut HeaderMap) {
     }
 }
 
-fn caused_by_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(error) = source {
-        if error.is::<http_body_util::LengthLimitError>() {
+        if error.is::<E>() {
             return true;
         }
         source = error.source();

@@ -8,6 +8,7 @@ mod health;
 mod wellknown;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use std::net::{IpAddr, Ipv4Addr};
@@ -29,8 +30,10 @@ use crate::proxy::Forwarding;
 
 pub type Request = http::Request<Incoming>;
 
-/// Bodies of the gateway's own routes are small JSON documents.
+/// Bodies of the gateway's own routes are small JSON documents...
 const MAX_JSON_BODY: usize = 64 * 1024;
+/// ...that arrive whole within this.
+const JSON_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Route {
@@ -242,14 +245,17 @@ fn method_not_allowed(allowed: &[Method]) -> Response<Body> {
     response
 }
 
-/// Reads a small body whole; 413 past the limit.
+/// Reads a small body whole: 413 past the size limit, 408 past the time
+/// limit, so a client trickling its body cannot hold a request open.
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
-    match Limited::new(body, MAX_JSON_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+    let collect = Limited::new(body, MAX_JSON_BODY).collect();
+    match tokio::time::timeout(JSON_BODY_TIMEOUT, collect).await {
+        Err(_) => Err(ApiError::RequestTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::PayloadTooLarge)
         }
-        Err(error) => Err(ApiError::InvalidRequest(format!(
+        Ok(Err(error)) => Err(ApiError::InvalidRequest(format!(
             "cannot read the body: {error}"
         ))),
     }
