@@ -10,7 +10,8 @@
 //! [`revocation`] keeps the set of revoked sessions that every instance
 //! refuses. Failures become [`error::ApiError`], the one HTTP-facing error.
 //! [`config`] and [`cli`] turn flags and environment into one typed
-//! [`config::Config`]; [`commands`] runs each command of the command line.
+//! [`config::Config`]; [`commands`] runs each command of the command line, and
+//! [`probe`] checks a running deployment from the outside, as a client would.
 
 pub mod app;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod logging;
+pub mod probe;
 pub mod revocation;
 pub mod routes;
 pub mod server;
