@@ -41,7 +41,10 @@ pub async fn run(
             println!("revoked {} session(s) of {}", revoked.len(), user.username);
         }
         Command::Token(TokenCommand::Inspect { jwt }) => return inspect_token(&config, &jwt).await,
-        Command::Probe(_) => bail!("this command is not available in this build"),
+        Command::Probe(args) => {
+            let password = read_password(args.password_stdin, false)?;
+            return crate::probe::run(args, password).await;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -197,7 +200,7 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
                 .map(|role| Role::parse(role).map(|role| role.as_str().to_string()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| anyhow::anyhow!(e))?;
-            let password = read_password(password_stdin)?;
+            let password = read_password(password_stdin, true)?;
             let password_hash = Passwords::new(1)?.hash(&password).await?;
             let user = store
                 .create_user(NewUser {
@@ -218,7 +221,7 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
             password_stdin,
         } => {
             let user = find_user(&store, &username).await?;
-            let password = read_password(password_stdin)?;
+            let password = read_password(password_stdin, true)?;
             let password_hash = Passwords::new(1)?.hash(&password).await?;
             let revoked = store
                 .change_password(&user.id, &password_hash, None)
@@ -274,13 +277,17 @@ async fn find_user(store: &Store, username: &str) -> anyhow::Result<User> {
         .with_context(|| format!("no user named {username}"))
 }
 
-/// One line from stdin, or a prompt without echo on a terminal.
-fn read_password(from_stdin: bool) -> anyhow::Result<Password> {
+/// One line from stdin, or a prompt without echo on a terminal (twice when
+/// setting a password, so that a typo does not lock the user out).
+fn read_password(from_stdin: bool, confirm: bool) -> anyhow::Result<Password> {
     let raw = if !from_stdin && std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ").context("cannot read the password")?;
-        let again = rpassword::prompt_password("Again: ").context("cannot read the password")?;
-        if first != again {
-            bail!("the passwords do not match");
+        if confirm {
+            let again =
+                rpassword::prompt_password("Again: ").context("cannot read the password")?;
+            if first != again {
+                bail!("the passwords do not match");
+            }
         }
         first
     } else {

@@ -12,7 +12,8 @@
 //! [`revocation`] keeps the set of revoked sessions that every instance
 //! refuses. Failures become [`error::ApiError`], the one HTTP-facing error.
 //! [`config`] and [`cli`] turn flags and environment into one typed
-//! [`config::Config`]; [`commands`] runs each command of the command line.
+//! [`config::Config`]; [`commands`] runs each command of the command line, and
+//! [`probe`] checks a running deployment from the outside, as a client would.
 
 pub mod app;
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod paths;
+pub mod probe;
 pub mod proxy;
 pub mod revocation;
 pub mod routes;
