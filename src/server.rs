@@ -1,6 +1,7 @@
 //! The accept loop on a pre-bound listener, the tower stack around the route
 //! table, and graceful shutdown: stop accepting, let in-flight requests
-//! finish within a bounded grace period.
+//! finish within a bounded grace period. Connections that send nothing are
+//! closed after the header timeout, idle keep-alive ones after a minute.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,9 +13,9 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -26,10 +27,17 @@ use crate::client::PeerAddr;
 use crate::error::ApiError;
 use crate::routes;
 
+mod activity;
+use activity::{Activity, Tracked};
+
 /// How long in-flight requests may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A client must finish sending its request head within this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A keep-alive connection with no traffic for this long is closed.
+const KEEP_ALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often each connection checks whether it sits idle.
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// The largest request head accepted; larger ones are answered 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -47,7 +55,10 @@ pub async fn run(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES);
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder);
+    // Every connection holds a receiver: `send` asks them to finish, and
+    // `closed` completes once the last one has.
+    let (draining, on_drain) = watch::channel(false);
     tokio::pin!(shutdown);
 
     loop {
@@ -63,29 +74,64 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(service(app.clone(), peer));
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection.into_owned());
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, %peer, "connection ended with an error");
-                    }
-                });
+                tokio::spawn(serve_connection(builder.clone(), stream, peer, app.clone(), on_drain.clone()));
             }
             () = &mut shutdown => break,
         }
     }
 
     drop(listener);
+    drop(on_drain);
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    let _ = draining.send(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = draining.closed() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!(
             grace_s = SHUTDOWN_GRACE.as_secs(),
             "shutdown grace period ran out; dropping the remaining connections"
         ),
     }
     Ok(())
+}
+
+/// Serves one connection until it ends, the server drains, or it sits idle:
+/// then it finishes its in-flight request and closes.
+async fn serve_connection(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Arc<App>,
+    mut on_drain: watch::Receiver<bool>,
+) {
+    let activity = Activity::new();
+    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+    let service = TowerToHyperService::new(service(app, peer));
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let mut watchdog = tokio::time::interval(IDLE_CHECK_INTERVAL);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
+                return;
+            }
+            _ = on_drain.changed(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = watchdog.tick(), if !closing => {
+                let (idle, spoke) = activity.idle();
+                let limit = if spoke { KEEP_ALIVE_IDLE_TIMEOUT } else { HEADER_READ_TIMEOUT };
+                if idle >= limit {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
 }
 
 /// The tower stack for one connection, outermost first.

@@ -139,16 +139,19 @@ impl Drop for TestDatabase {
 /// its keys directory. Restart tests start a second gateway on the same one.
 #[derive(Clone)]
 pub struct Deployment {
-    pub backend: Backend,
     pub database: Arc<TestDatabase>,
+    /// How gateways reach the database: its URL, unless a test routes it
+    /// through something else.
+    pub database_url: String,
     pub keys: Arc<tempfile::TempDir>,
 }
 
 impl Deployment {
     pub async fn new(backend: Backend) -> Deployment {
+        let database = TestDatabase::new(backend).await;
         Deployment {
-            backend,
-            database: TestDatabase::new(backend).await,
+            database_url: database.url.clone(),
+            database,
             keys: Arc::new(tempfile::tempdir().expect("a keys directory")),
         }
     }
@@ -165,7 +168,7 @@ impl Deployment {
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--database-url".into(),
-            self.database.url.clone(),
+            self.database_url.clone(),
             "--keys-dir".into(),
             self.keys_dir().display().to_string(),
         ];

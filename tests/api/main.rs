@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod faults;
 mod operations;
 mod process;
 mod proxy;

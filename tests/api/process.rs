@@ -32,7 +32,7 @@ impl Process {
     pub async fn start(deployment: &Deployment, extra: &[&str]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--database-url", &deployment.database.url])
+            .args(["--database-url", &deployment.database_url])
             .arg("--keys-dir")
             .arg(deployment.keys_dir())
             .args(extra)
