@@ -1,6 +1,14 @@
 //! Integration tests of the HTTP API: a real gateway on port 0, real HTTP,
 //! real Postgres and SQLite databases.
 
+#[path = "../support/database.rs"]
+mod database;
 mod helpers;
 
 mod auth;
+mod refresh;
+mod restart;
+mod routes;
+mod sessions;
+mod tokens;
+mod wellknown;
