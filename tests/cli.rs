@@ -437,6 +437,12 @@ async fn keys_generate_takes_the_algorithm() {
 #[tokio::test]
 async fn rotation_promotes_the_next_key_and_retires_the_active_one() {
     let operator = Operator::new(Backend::Sqlite).await;
+    let nothing_to_rotate = operator.run(&["keys", "rotate"]);
+    assert!(
+        nothing_to_rotate
+            .failed_in_one_line()
+            .contains("keys generate")
+    );
     operator.run(&["keys", "generate"]).succeeded();
     for rotation in [&["keys", "rotate"][..], &["--rotate-key"]] {
         let before = operator.keys();
@@ -462,6 +468,14 @@ async fn rotation_promotes_the_next_key_and_retires_the_active_one() {
         assert_eq!(new_next.len(), 1, "{after:?}");
         assert!(before.iter().all(|key| key.kid != new_next[0].kid));
     }
+    // Tokens of the keys retired just now are still live: nothing to prune.
+    let pruned = operator.run(&["keys", "prune"]);
+    assert!(
+        pruned.succeeded().contains("pruned 0 key(s)"),
+        "{}",
+        pruned.stdout
+    );
+    assert_eq!(operator.keys().len(), 4);
 }
 
 #[tokio::test]
@@ -547,6 +561,11 @@ async fn users_can_be_added_and_listed(backend: Backend) {
     assert!(taken.failed_in_one_line().contains("taken"));
     let short = operator.run_with_stdin(&["users", "add", "carol", "--password-stdin"], "short\n");
     assert!(short.failed_in_one_line().contains("password"));
+    let bad_role = operator.run_with_stdin(
+        &["users", "add", "carol", "--role", "a,b", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(bad_role.failed_in_one_line().contains("role"));
     assert_eq!(operator.users().len(), 2);
 }
 
@@ -693,6 +712,14 @@ async fn token_inspect_tells_a_valid_token_from_a_tampered_or_revoked_one() {
         tampered.stdout.contains("invalid: bad_signature"),
         "{}",
         tampered.stdout
+    );
+
+    let garbage = operator.run(&["token", "inspect", "not-a-token"]);
+    assert!(!garbage.status.success());
+    assert!(
+        garbage.stdout.contains("invalid: malformed"),
+        "{}",
+        garbage.stdout
     );
 
     operator

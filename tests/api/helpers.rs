@@ -231,14 +231,33 @@ impl TestApp {
         .await
     }
 
-    /// Refreshes the way a browser does: by the refresh cookie, from the
-    /// gateway's own origin, with no body or a `body` naming no token.
+    /// Refreshes the way a browser does: by the refresh cookie, with no body
+    /// or a `body` naming no token.
     pub async fn refresh_by_cookie(&self, refresh_token: &str, body: Option<Body>) -> TestResponse {
+        self.post_with_refresh_cookie("/api/auth/refresh", refresh_token, body)
+            .await
+    }
+
+    /// Logs out the way a browser whose access cookie is gone does: by the
+    /// refresh cookie alone.
+    pub async fn logout_by_cookie(&self, refresh_token: &str) -> TestResponse {
+        self.post_with_refresh_cookie("/api/auth/logout", refresh_token, None)
+            .await
+    }
+
+    /// A POST carrying the refresh cookie, from the gateway's own origin as
+    /// a browser would send it.
+    async fn post_with_refresh_cookie(
+        &self,
+        path: &str,
+        refresh_token: &str,
+        body: Option<Body>,
+    ) -> TestResponse {
         let cookie = format!("tollgate_refresh={refresh_token}");
         let origin = self.url("");
         self.send(
             Method::POST,
-            "/api/auth/refresh",
+            path,
             &[("cookie", &cookie), ("origin", &origin)],
             body,
         )

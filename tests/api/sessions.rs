@@ -68,6 +68,22 @@ async fn logout_by_refresh_token_ends_that_session(backend: Backend) {
     assert_alive(&app, &elsewhere).await;
 }
 
+async fn logout_by_the_refresh_cookie_ends_that_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tokens = app.signed_up("alice").await;
+    let elsewhere = Tokens::from(&app.login("alice", PASSWORD).await);
+    let response = app.logout_by_cookie(&tokens.refresh).await;
+    assert_eq!(
+        response.status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        response.text()
+    );
+    assert_cookies_cleared(&response);
+    assert_ended(&app, &tokens).await;
+    assert_alive(&app, &elsewhere).await;
+}
+
 async fn logout_needs_a_token(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.post_json("/api/auth/logout", json!({}))
@@ -253,6 +269,7 @@ async fn password_change_bodies_name_the_bad_field(backend: Backend) {
 on_both_backends!(
     logout_ends_the_session_and_clears_both_cookies,
     logout_by_refresh_token_ends_that_session,
+    logout_by_the_refresh_cookie_ends_that_session,
     logout_needs_a_token,
     logout_all_ends_every_session_of_the_user,
     the_session_list_shows_active_sessions_and_marks_the_current_one,

@@ -4,9 +4,10 @@ use http::StatusCode;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
-use tollgate::auth::keys::{KeyDir, KeyState};
+use tollgate::auth::keys::{KeyAlgName, KeyDir, KeyState};
+use tollgate::domain::now_ms;
 
-use crate::helpers::{Backend, TestApp, header_of};
+use crate::helpers::{Backend, Deployment, TestApp, header_of};
 use crate::on_both_backends;
 
 async fn the_jwks_publishes_the_active_and_next_keys(backend: Backend) {
@@ -51,29 +52,54 @@ async fn the_jwks_publishes_the_active_and_next_keys(backend: Backend) {
     }
 }
 
-async fn access_tokens_verify_against_the_jwks_alone(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let tokens = app.signed_up("alice").await;
+/// Verifies a token as an upstream would: with the published JWKS alone.
+async fn verified_by_the_jwks(app: &TestApp, token: &str) -> Value {
     let jwks = app.get("/.well-known/jwks.json").await.json();
-    let kid = header_of(&tokens.access)["kid"].clone();
+    let header = header_of(token);
     let jwk = jwks["keys"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|key| key["kid"] == kid)
+        .find(|key| key["kid"] == header["kid"])
         .expect("the token's key is published");
     let jwk: Jwk = serde_json::from_value(jwk.clone()).unwrap();
-    let mut validation = Validation::new(Algorithm::EdDSA);
+    let alg: Algorithm = header["alg"].as_str().unwrap().parse().unwrap();
+    let mut validation = Validation::new(alg);
     validation.set_issuer(&["tollgate"]);
     validation.set_audience(&["tollgate"]);
-    let verified = jsonwebtoken::decode::<Value>(
-        &tokens.access,
-        &DecodingKey::from_jwk(&jwk).unwrap(),
-        &validation,
-    )
-    .expect("the token verifies with the published key");
-    assert_eq!(verified.claims["sub"], tokens.user_id.as_str());
-    assert_eq!(verified.header.typ.as_deref(), Some("at+jwt"));
+    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_jwk(&jwk).unwrap(), &validation)
+        .expect("the token verifies with the published key")
+        .claims
+}
+
+async fn access_tokens_verify_against_the_jwks_alone(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tokens = app.signed_up("alice").await;
+    assert_eq!(header_of(&tokens.access)["typ"], "at+jwt");
+    let claims = verified_by_the_jwks(&app, &tokens.access).await;
+    assert_eq!(claims["sub"], tokens.user_id.as_str());
+}
+
+async fn es256_and_rs256_keys_sign_tokens_that_verify(backend: Backend) {
+    for alg in [KeyAlgName::ES256, KeyAlgName::RS256] {
+        let deployment = Deployment::new(backend).await;
+        KeyDir::open(deployment.keys_dir())
+            .unwrap()
+            .generate_if_empty(alg, now_ms())
+            .unwrap();
+        let app = deployment.spawn(&[]).await;
+        let tokens = app.signed_up("alice").await;
+        assert_eq!(header_of(&tokens.access)["alg"], alg.as_str());
+        let me = app.me(&tokens.access).await;
+        assert_eq!(me.status, StatusCode::OK, "{alg:?}: {}", me.text());
+        let claims = verified_by_the_jwks(&app, &tokens.access).await;
+        assert_eq!(claims["sub"], tokens.user_id.as_str(), "{alg:?}");
+        let discovery = app.get("/.well-known/openid-configuration").await.json();
+        assert_eq!(
+            discovery["id_token_signing_alg_values_supported"],
+            serde_json::json!([alg.as_str()])
+        );
+    }
 }
 
 async fn openid_configuration_names_the_issuer_and_the_jwks(backend: Backend) {
@@ -133,6 +159,7 @@ async fn detailed_health_reports_the_database_and_the_keys(backend: Backend) {
 on_both_backends!(
     the_jwks_publishes_the_active_and_next_keys,
     access_tokens_verify_against_the_jwks_alone,
+    es256_and_rs256_keys_sign_tokens_that_verify,
     openid_configuration_names_the_issuer_and_the_jwks,
     health_answers_ok,
     detailed_health_reports_the_database_and_the_keys,
