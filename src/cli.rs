@@ -14,15 +14,14 @@ use crate::config::{self, CorsOrigin, LogFormat, SameSite, TrustedProxy};
 #[command(
     name = "tollgate",
     version,
-    about = "A stateless token-issuing auth gateway: restarts never log anyone out.",
-    args_conflicts_with_subcommands = true
+    about = "A stateless token-issuing auth gateway: restarts never log anyone out."
 )]
 pub struct Cli {
     #[command(flatten)]
     pub config: ConfigArgs,
 
     /// Rotate the signing keys (next becomes active, active retires, a new next
-    /// key is created) and exit.
+    /// key is created) and exit. A command of its own: takes no subcommand.
     #[arg(long)]
     pub rotate_key: bool,
 

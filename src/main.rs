@@ -3,13 +3,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use tollgate::cli::{Cli, Command};
 use tollgate::config::Config;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse().and_then(rotate_key_stands_alone) {
         Ok(cli) => cli,
         Err(error)
             if matches!(
@@ -66,4 +66,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--rotate-key` is a command in flag form. clap can only forbid every flag
+/// before a subcommand, which would also forbid `tollgate --keys-dir K keys
+/// list`, so this one conflict is checked here.
+fn rotate_key_stands_alone(cli: Cli) -> Result<Cli, clap::Error> {
+    if cli.rotate_key && cli.command.is_some() {
+        return Err(Cli::command().error(
+            ErrorKind::ArgumentConflict,
+            "--rotate-key is a command of its own: use it without a subcommand, \
+             or run `tollgate keys rotate`",
+        ));
+    }
+    Ok(cli)
 }

@@ -269,8 +269,13 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = error.into_inner();
         let detail = if inner.is_eof() && bytes.iter().all(u8::is_ascii_whitespace) {
             "the body must be a JSON object".to_string()
-        } else if path == "." {
+        } else if inner.is_syntax() || inner.is_eof() {
+            // Wherever the parser stopped, the path there is no field's fault.
             format!("the body is not valid JSON: {inner}")
+        } else if path == "." {
+            // Valid JSON of the wrong shape, e.g. a missing field, which the
+            // error names.
+            inner.to_string()
         } else {
             format!("{path}: {inner}")
         };

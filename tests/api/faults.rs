@@ -231,7 +231,7 @@ async fn misbehaving_upstream() -> SocketAddr {
                 match path.as_str() {
                     "/close" => {}
                     "/reset" => {
-                        let _ = stream.set_linger(Some(Duration::ZERO));
+                        let _ = stream.set_zero_linger();
                     }
                     "/half-head" => {
                         let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").await;

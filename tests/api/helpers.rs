@@ -14,22 +14,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use sqlx::Connection;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tollgate::app::App;
 use tollgate::cli::Cli;
 use tollgate::config::Config;
-use tollgate::store::Store;
+
+pub use crate::database::{Backend, TestDatabase};
 
 pub const PASSWORD: &str = "correct horse battery";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
 
 /// Generates one `#[tokio::test]` per backend for each named test function
 /// `async fn name(backend: Backend)`.
@@ -53,86 +47,6 @@ macro_rules! on_both_backends {
             )*
         }
     };
-}
-
-/// The base URL of the Postgres server the tests create databases on.
-fn postgres_server_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .ok()
-        .filter(|url| url.starts_with("postgres"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
-}
-
-/// A database of its own for one test, dropped with it.
-pub struct TestDatabase {
-    pub url: String,
-    postgres_name: Option<String>,
-    _sqlite_dir: Option<tempfile::TempDir>,
-}
-
-impl TestDatabase {
-    pub async fn new(backend: Backend) -> Arc<TestDatabase> {
-        match backend {
-            Backend::Postgres => {
-                let server = postgres_server_url();
-                let name = format!("tollgate_test_{}", uuid::Uuid::new_v4().simple());
-                let mut admin = sqlx::PgConnection::connect(&server)
-                    .await
-                    .expect("the tests need a Postgres server (TEST_DATABASE_URL)");
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut admin)
-                    .await
-                    .expect("creating a test database");
-                let (base, _) = server.rsplit_once('/').expect("a database URL has a path");
-                Arc::new(TestDatabase {
-                    url: format!("{base}/{name}"),
-                    postgres_name: Some(name),
-                    _sqlite_dir: None,
-                })
-            }
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("a temporary directory");
-                let url = format!("sqlite://{}", dir.path().join("tollgate.db").display());
-                Arc::new(TestDatabase {
-                    url,
-                    postgres_name: None,
-                    _sqlite_dir: Some(dir),
-                })
-            }
-        }
-    }
-
-    /// A store on this database, for setting up and checking state.
-    pub async fn store(&self) -> Store {
-        Store::connect(&self.url)
-            .await
-            .expect("connecting to the test database")
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let Some(name) = self.postgres_name.take() else {
-            return;
-        };
-        let server = postgres_server_url();
-        // Drop runs outside any runtime we may block; use a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(&server).await.ok()?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await
-                    .ok()
-            })
-        })
-        .join();
-    }
 }
 
 /// Everything a gateway needs that outlives one process: its database and
@@ -307,6 +221,39 @@ impl TestApp {
         .await
     }
 
+    /// Refreshes the way a browser does: by the refresh cookie, with no body
+    /// or a `body` naming no token.
+    pub async fn refresh_by_cookie(&self, refresh_token: &str, body: Option<Body>) -> TestResponse {
+        self.post_with_refresh_cookie("/api/auth/refresh", refresh_token, body)
+            .await
+    }
+
+    /// Logs out the way a browser whose access cookie is gone does: by the
+    /// refresh cookie alone.
+    pub async fn logout_by_cookie(&self, refresh_token: &str) -> TestResponse {
+        self.post_with_refresh_cookie("/api/auth/logout", refresh_token, None)
+            .await
+    }
+
+    /// A POST carrying the refresh cookie, from the gateway's own origin as
+    /// a browser would send it.
+    async fn post_with_refresh_cookie(
+        &self,
+        path: &str,
+        refresh_token: &str,
+        body: Option<Body>,
+    ) -> TestResponse {
+        let cookie = format!("tollgate_refresh={refresh_token}");
+        let origin = self.url("");
+        self.send(
+            Method::POST,
+            path,
+            &[("cookie", &cookie), ("origin", &origin)],
+            body,
+        )
+        .await
+    }
+
     pub async fn get_with_token(&self, path: &str, access_token: &str) -> TestResponse {
         let bearer = format!("Bearer {access_token}");
         self.send(Method::GET, path, &[("authorization", &bearer)], None)
@@ -336,6 +283,58 @@ impl TestApp {
     pub async fn logout(&self, access_token: &str) -> TestResponse {
         self.post_with_token("/api/auth/logout", access_token, None)
             .await
+    }
+
+    /// Logs out the session of a refresh token named in the body, without
+    /// any access token.
+    pub async fn logout_by_refresh_token(&self, refresh_token: &str) -> TestResponse {
+        self.post_json(
+            "/api/auth/logout",
+            json!({ "refresh_token": refresh_token }),
+        )
+        .await
+    }
+
+    pub async fn logout_all(&self, access_token: &str) -> TestResponse {
+        self.post_with_token("/api/auth/logout-all", access_token, None)
+            .await
+    }
+
+    pub async fn sessions(&self, access_token: &str) -> TestResponse {
+        self.get_with_token("/api/auth/sessions", access_token)
+            .await
+    }
+
+    pub async fn delete_session(&self, access_token: &str, session_id: &str) -> TestResponse {
+        let bearer = format!("Bearer {access_token}");
+        self.send(
+            Method::DELETE,
+            &format!("/api/auth/sessions/{session_id}"),
+            &[("authorization", &bearer)],
+            None,
+        )
+        .await
+    }
+
+    pub async fn change_password(
+        &self,
+        access_token: &str,
+        current_password: &str,
+        new_password: &str,
+    ) -> TestResponse {
+        self.post_with_token(
+            "/api/auth/password",
+            access_token,
+            Some(json!({
+                "current_password": current_password,
+                "new_password": new_password,
+            })),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.send(Method::GET, path, &[], None).await
     }
 }
 
@@ -445,6 +444,18 @@ impl TestResponse {
             .find(|cookie| cookie.starts_with(&format!("{name}=")))
     }
 
+    /// The attributes of the `Set-Cookie` of cookie `name`, its value left
+    /// out, sorted.
+    #[track_caller]
+    pub fn cookie_attributes(&self, name: &str) -> Vec<String> {
+        let cookie = self
+            .set_cookie(name)
+            .unwrap_or_else(|| panic!("a Set-Cookie for {name}: {:?}", self.set_cookies()));
+        let mut attributes: Vec<String> = cookie.split("; ").skip(1).map(str::to_string).collect();
+        attributes.sort();
+        attributes
+    }
+
     /// Asserts an error answer: status, code, and the contract's headers.
     #[track_caller]
     pub fn assert_error(&self, status: StatusCode, code: &str) {
@@ -482,6 +493,16 @@ pub struct Tokens {
     pub access: String,
     pub refresh: String,
     pub user_id: String,
+}
+
+impl Tokens {
+    /// The session the tokens belong to: the access token's `sid`.
+    pub fn session_id(&self) -> String {
+        claims_of(&self.access)["sid"]
+            .as_str()
+            .expect("a sid claim")
+            .to_string()
+    }
 }
 
 impl From<&TestResponse> for Tokens {

@@ -1,11 +1,20 @@
 //! Integration tests of the HTTP API: a real gateway on port 0, real HTTP,
 //! real Postgres and SQLite databases.
 
+#[path = "../support/database.rs"]
+mod database;
 mod helpers;
 
 mod auth;
 mod faults;
 mod operations;
+mod probe;
 mod process;
 mod proxy;
+mod refresh;
+mod restart;
+mod routes;
+mod sessions;
+mod tokens;
 mod upstream;
+mod wellknown;

@@ -1,17 +1,13 @@
 //! `tollgate probe`, the real binary, against a real gateway started in this
 //! process on port 0 (SQLite is enough: the probe only speaks HTTP).
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
 use std::process::Stdio;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 
-use helpers::{Backend, PASSWORD, TestApp};
+use crate::helpers::{Backend, PASSWORD, TestApp};
 
 /// What one run of the probe printed, and how it ended.
 struct ProbeRun {

@@ -1,0 +1,282 @@
+//! Forged and doctored access tokens: each is refused with the `reason` that
+//! explains it. Every forgery starts from a genuine token and, where it
+//! needs a signature, the gateway's own signing key, so that it differs
+//! from an accepted token in exactly one way.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::StatusCode;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tollgate::auth::keys::{KeyAlgName, KeyDir};
+use tollgate::domain::now_ms;
+
+use crate::helpers::{Backend, TestApp, TestResponse, claims_of, private_key_pem};
+use crate::on_both_backends;
+
+/// A gateway, the claims of a genuine token of its user, and its signing key.
+struct Forger {
+    app: TestApp,
+    claims: Value,
+    genuine: String,
+    kid: String,
+    key: EncodingKey,
+}
+
+impl Forger {
+    async fn new(backend: Backend) -> Forger {
+        let app = TestApp::spawn(backend).await;
+        let genuine = app.signed_up("alice").await.access;
+        let kid = app.app.keys.current().signing().kid.clone();
+        let key = EncodingKey::from_ed_pem(&private_key_pem(app.deployment.keys_dir(), &kid))
+            .expect("the gateway's key is an Ed25519 PEM");
+        Forger {
+            claims: claims_of(&genuine),
+            app,
+            genuine,
+            kid,
+            key,
+        }
+    }
+
+    /// The header of a genuine token.
+    fn header(&self) -> Header {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(self.kid.clone());
+        header
+    }
+
+    /// A token with the genuine header and claims changed by `change`, signed
+    /// with the gateway's own key.
+    fn with_claims(&self, change: impl FnOnce(&mut Value)) -> String {
+        let mut claims = self.claims.clone();
+        change(&mut claims);
+        sign(&self.header(), &claims, &self.key)
+    }
+
+    /// A token with the genuine claims and the header changed by `change`,
+    /// signed with the gateway's own key.
+    fn with_header(&self, change: impl FnOnce(&mut Header)) -> String {
+        let mut header = self.header();
+        change(&mut header);
+        sign(&header, &self.claims, &self.key)
+    }
+
+    async fn me(&self, token: &str) -> TestResponse {
+        self.app.me(token).await
+    }
+}
+
+fn sign(header: &Header, claims: &Value, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(header, claims, key).expect("signing a test token")
+}
+
+fn now() -> i64 {
+    now_ms() / 1000
+}
+
+fn b64(json: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(json).unwrap())
+}
+
+/// Another gateway's signing key: its private half and its public JWK.
+fn foreign_key() -> (EncodingKey, Jwk) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = KeyDir::open(dir.path()).unwrap();
+    keys.generate_if_empty(KeyAlgName::EdDSA, now_ms()).unwrap();
+    let key = keys.load().unwrap().remove(0);
+    (key.encoding, key.public_jwk)
+}
+
+async fn a_token_forged_with_the_gateways_own_key_is_accepted(backend: Backend) {
+    // The control for every test below: the forging itself is sound.
+    let forger = Forger::new(backend).await;
+    let token = forger.with_claims(|claims| claims["jti"] = json!("another jti"));
+    let me = forger.me(&token).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text());
+    assert_eq!(me.json()["username"], "alice");
+}
+
+async fn expired_tokens_are_refused(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let token = forger.with_claims(|claims| {
+        claims["iat"] = json!(now() - 960);
+        claims["exp"] = json!(now() - 60);
+    });
+    forger.me(&token).await.assert_rejected("expired");
+}
+
+async fn tokens_within_the_clock_skew_after_expiry_are_accepted(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let token = forger.with_claims(|claims| {
+        claims["iat"] = json!(now() - 910);
+        claims["exp"] = json!(now() - 10);
+    });
+    let me = forger.me(&token).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text());
+}
+
+async fn tokens_from_the_future_are_not_yet_valid(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let issued_later = forger.with_claims(|claims| {
+        claims["iat"] = json!(now() + 3600);
+        claims["exp"] = json!(now() + 4500);
+    });
+    forger
+        .me(&issued_later)
+        .await
+        .assert_rejected("not_yet_valid");
+    let valid_later = forger.with_claims(|claims| claims["nbf"] = json!(now() + 3600));
+    forger
+        .me(&valid_later)
+        .await
+        .assert_rejected("not_yet_valid");
+}
+
+async fn tokens_of_another_issuer_are_refused(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let token = forger.with_claims(|claims| claims["iss"] = json!("someone-else"));
+    forger.me(&token).await.assert_rejected("wrong_issuer");
+}
+
+async fn tokens_for_another_audience_are_refused(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let token = forger.with_claims(|claims| claims["aud"] = json!("another-api"));
+    forger.me(&token).await.assert_rejected("wrong_audience");
+    let among_others = forger.with_claims(|claims| claims["aud"] = json!(["other", "tollgate"]));
+    let me = forger.me(&among_others).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text());
+}
+
+async fn tokens_missing_a_required_claim_are_malformed(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    for claim in ["sub", "exp", "iss", "aud"] {
+        let token = forger.with_claims(|claims| {
+            claims.as_object_mut().unwrap().remove(claim);
+        });
+        let response = forger.me(&token).await;
+        assert_eq!(response.reason(), "malformed", "without {claim}");
+        response.assert_rejected("malformed");
+    }
+}
+
+async fn a_string_exp_is_malformed(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let token = forger.with_claims(|claims| claims["exp"] = json!((now() + 600).to_string()));
+    forger.me(&token).await.assert_rejected("malformed");
+}
+
+async fn a_token_typed_jwt_is_malformed(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let typed_jwt = forger.with_header(|header| header.typ = Some("JWT".into()));
+    forger.me(&typed_jwt).await.assert_rejected("malformed");
+    let untyped = forger.with_header(|header| header.typ = None);
+    forger.me(&untyped).await.assert_rejected("malformed");
+}
+
+async fn garbage_is_malformed(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    for garbage in [
+        "not-a-token",
+        "a.b.c",
+        "a.b",
+        &format!("{}.x", forger.genuine),
+    ] {
+        forger.me(garbage).await.assert_rejected("malformed");
+    }
+}
+
+async fn alg_none_is_a_disallowed_alg(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let header = json!({ "alg": "none", "typ": "at+jwt", "kid": forger.kid });
+    let unsigned = format!("{}.{}.", b64(&header), b64(&forger.claims));
+    forger.me(&unsigned).await.assert_rejected("disallowed_alg");
+}
+
+async fn hs256_keyed_with_the_public_key_is_a_disallowed_alg(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let jwks = forger.app.get("/.well-known/jwks.json").await.json();
+    let published = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| key["kid"] == forger.kid.as_str())
+        .expect("the signing key is published")
+        .clone();
+    let public_key = URL_SAFE_NO_PAD
+        .decode(published["x"].as_str().unwrap())
+        .unwrap();
+    for secret in [public_key, serde_json::to_vec(&published).unwrap()] {
+        let mut header = forger.header();
+        header.alg = Algorithm::HS256;
+        let token = sign(&header, &forger.claims, &EncodingKey::from_secret(&secret));
+        forger.me(&token).await.assert_rejected("disallowed_alg");
+    }
+}
+
+async fn a_foreign_key_under_a_real_kid_is_a_bad_signature(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let (foreign, _) = foreign_key();
+    let token = sign(&forger.header(), &forger.claims, &foreign);
+    forger.me(&token).await.assert_rejected("bad_signature");
+}
+
+async fn an_attackers_key_in_the_jwk_header_is_ignored(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let (foreign, foreign_jwk) = foreign_key();
+    let mut header = forger.header();
+    header.jwk = Some(foreign_jwk);
+    let token = sign(&header, &forger.claims, &foreign);
+    forger.me(&token).await.assert_rejected("bad_signature");
+}
+
+async fn an_unknown_kid_is_refused(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let unknown = forger.with_header(|header| header.kid = Some("not-one-of-ours".into()));
+    forger.me(&unknown).await.assert_rejected("unknown_kid");
+    let without_kid = forger.with_header(|header| header.kid = None);
+    forger.me(&without_kid).await.assert_rejected("unknown_kid");
+}
+
+async fn a_tampered_payload_is_a_bad_signature(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let (header, rest) = forger.genuine.split_once('.').unwrap();
+    let (_, signature) = rest.split_once('.').unwrap();
+    let mut claims = forger.claims.clone();
+    claims["roles"] = json!(["admin"]);
+    let tampered = format!("{header}.{}.{signature}", b64(&claims));
+    forger.me(&tampered).await.assert_rejected("bad_signature");
+}
+
+async fn tokens_in_the_query_string_are_never_read(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    let path = format!("/api/auth/me?access_token={}", forger.genuine);
+    let response = forger.app.get(&path).await;
+    response.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(
+        response.header("www-authenticate"),
+        Some("Bearer realm=\"tollgate\"")
+    );
+}
+
+on_both_backends!(
+    a_token_forged_with_the_gateways_own_key_is_accepted,
+    expired_tokens_are_refused,
+    tokens_within_the_clock_skew_after_expiry_are_accepted,
+    tokens_from_the_future_are_not_yet_valid,
+    tokens_of_another_issuer_are_refused,
+    tokens_for_another_audience_are_refused,
+    tokens_missing_a_required_claim_are_malformed,
+    a_string_exp_is_malformed,
+    a_token_typed_jwt_is_malformed,
+    garbage_is_malformed,
+    alg_none_is_a_disallowed_alg,
+    hs256_keyed_with_the_public_key_is_a_disallowed_alg,
+    a_foreign_key_under_a_real_kid_is_a_bad_signature,
+    an_attackers_key_in_the_jwk_header_is_ignored,
+    an_unknown_kid_is_refused,
+    a_tampered_payload_is_a_bad_signature,
+    tokens_in_the_query_string_are_never_read,
+);

@@ -1,0 +1,735 @@
+//! The real binary, as an operator runs it: help, bad flags, keys, users,
+//! sessions, migrations, token inspection, and `serve` itself.
+
+#[path = "support/database.rs"]
+mod database;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use tollgate::auth::password::{Passwords, Verification};
+use tollgate::domain::{Password, SessionId, Username, now_ms};
+use tollgate::store::{NewSession, Store, User};
+
+use database::{Backend, TestDatabase};
+
+const PASSWORD: &str = "correct horse battery";
+const NEW_PASSWORD: &str = "battery staple horse";
+
+/// The binary, with no configuration inherited from the machine running the
+/// tests.
+fn tollgate() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    for (name, _) in std::env::vars_os() {
+        let inherited = name.to_str().is_some_and(|name| {
+            name.starts_with("TOLLGATE_") || matches!(name, "DATABASE_URL" | "PORT" | "RUST_LOG")
+        });
+        if inherited {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// How a command ended and what it printed.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn of(command: &mut Command, stdin: &str) -> Run {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        Run {
+            status: output.status,
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    }
+
+    /// Asserts the command succeeded; its output.
+    #[track_caller]
+    fn succeeded(&self) -> &str {
+        assert!(
+            self.status.success(),
+            "{}\nstdout: {}\nstderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Asserts the command failed with one line on stderr and no panic;
+    /// that line.
+    #[track_caller]
+    fn failed_in_one_line(&self) -> &str {
+        assert!(!self.status.success(), "stdout: {}", self.stdout);
+        assert_eq!(self.stderr.lines().count(), 1, "stderr: {}", self.stderr);
+        assert!(self.stderr.starts_with("error: "), "{}", self.stderr);
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        self.stderr.trim_end()
+    }
+}
+
+/// One line of `keys list`.
+#[derive(Debug, PartialEq)]
+struct Key {
+    kid: String,
+    alg: String,
+    state: String,
+}
+
+/// A deployment as the command line sees it: a database and a keys
+/// directory, passed to every command as flags.
+struct Operator {
+    database: Arc<TestDatabase>,
+    keys: tempfile::TempDir,
+}
+
+impl Operator {
+    async fn new(backend: Backend) -> Operator {
+        Operator {
+            database: TestDatabase::new(backend).await,
+            keys: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn keys_dir(&self) -> &Path {
+        self.keys.path()
+    }
+
+    /// `tollgate <args> --database-url … --keys-dir …`
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = tollgate();
+        command
+            .args(args)
+            .arg("--database-url")
+            .arg(&self.database.url)
+            .arg("--keys-dir")
+            .arg(self.keys_dir());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        Run::of(&mut self.command(args), "")
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        Run::of(&mut self.command(args), stdin)
+    }
+
+    /// `users add <username> --password-stdin` with [`PASSWORD`].
+    fn add_user(&self, username: &str) {
+        self.run_with_stdin(
+            &["users", "add", username, "--password-stdin"],
+            &format!("{PASSWORD}\n"),
+        )
+        .succeeded();
+    }
+
+    /// The keys as `keys list` shows them.
+    fn keys(&self) -> Vec<Key> {
+        self.run(&["keys", "list"])
+            .succeeded()
+            .lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.splitn(4, "  ").collect();
+                assert_eq!(fields.len(), 4, "{line}");
+                assert!(fields[2].starts_with("created "), "{line}");
+                Key {
+                    kid: fields[0].to_string(),
+                    alg: fields[1].trim().to_string(),
+                    state: fields[3].to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// The rows of `users list`, split into their columns.
+    fn users(&self) -> Vec<Vec<String>> {
+        let list = self.run(&["users", "list"]);
+        let mut lines = list.succeeded().lines();
+        let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(header, ["username", "roles", "disabled", "created"]);
+        lines
+            .map(|line| line.split_whitespace().map(str::to_string).collect())
+            .collect()
+    }
+
+    async fn store(&self) -> Store {
+        self.database.store().await
+    }
+
+    /// Starts `tollgate serve` on port 0 and waits until it serves.
+    fn serve(&self) -> Server {
+        let mut child = self
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (send, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut log = Vec::new();
+        let addr = loop {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("serve never said it was serving: {log:#?}"));
+            let addr = line
+                .contains("tollgate is serving")
+                .then(|| {
+                    line.split_whitespace()
+                        .find_map(|field| field.strip_prefix("listen="))
+                })
+                .flatten()
+                .map(|addr| addr.parse::<SocketAddr>().expect("a socket address"));
+            log.push(line);
+            if let Some(addr) = addr {
+                break addr;
+            }
+        };
+        Server {
+            child,
+            addr,
+            log,
+            lines,
+        }
+    }
+}
+
+/// `tollgate serve` as a child process.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    /// Its log up to the line saying it serves.
+    log: Vec<String>,
+    lines: Receiver<String>,
+}
+
+impl Server {
+    /// One HTTP/1.1 request; the status and body of the answer.
+    fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
+        let body = body.map(|body| body.to_string()).unwrap_or_default();
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, body.to_string())
+    }
+
+    /// Sends SIGTERM and waits for the process to end.
+    fn terminate(&mut self) -> ExitStatus {
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything it logged after it started serving, once it has ended.
+    fn rest_of_log(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn user(store: &Store, username: &str) -> User {
+    store
+        .user_by_username(&Username::parse(username).unwrap())
+        .await
+        .unwrap()
+        .expect("the user exists")
+}
+
+/// A session of `username`, recorded as a login would.
+async fn session_of(store: &Store, username: &str) -> SessionId {
+    let user = user(store, username).await;
+    let now = now_ms();
+    store
+        .start_session(NewSession {
+            user_id: &user.id,
+            user_agent: None,
+            ip: None,
+            now,
+            expires_at: now + 3_600_000,
+            refresh_hash: &uuid::Uuid::new_v4().simple().to_string(),
+        })
+        .await
+        .unwrap()
+}
+
+async fn is_live(store: &Store, session: &SessionId) -> bool {
+    store
+        .live_session(session, now_ms())
+        .await
+        .unwrap()
+        .is_some()
+}
+
+async fn password_is(store: &Store, username: &str, password: &str) -> bool {
+    let user = user(store, username).await;
+    let password = Password::parse(password.to_string()).unwrap();
+    let verification = Passwords::new(1)
+        .unwrap()
+        .verify(&password, Some(&user.password_hash))
+        .await
+        .unwrap();
+    matches!(verification, Verification::Valid { .. })
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    let version = Run::of(tollgate().arg("--version"), "");
+    assert_eq!(
+        version.succeeded(),
+        format!("tollgate {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let help = Run::of(tollgate().arg("--help"), "");
+    for mention in ["Usage:", "serve", "keys", "users", "--database-url"] {
+        assert!(help.succeeded().contains(mention), "{mention}");
+    }
+    let keys_help = Run::of(tollgate().args(["keys", "--help"]), "");
+    assert!(keys_help.succeeded().contains("rotate"));
+}
+
+#[test]
+fn bad_flag_values_are_one_line_errors() {
+    for (args, named) in [
+        (&["--access-ttl", "soon"][..], "soon"),
+        (&["--cookie-samesite", "sometimes"], "sometimes"),
+        (&["--listen", "not-an-address"], "not-an-address"),
+        (&["keys", "generate", "--alg", "HS256"], "HS256"),
+        (
+            &["--access-ttl", "1m", "--refresh-ttl", "30s"],
+            "--refresh-ttl",
+        ),
+        (
+            &["migrate", "--database-url", "mysql://localhost/x"],
+            "database URL",
+        ),
+    ] {
+        // Were it to panic, it would say so at length.
+        let run = Run::of(tollgate().args(args).env("RUST_BACKTRACE", "1"), "");
+        let line = run.failed_in_one_line();
+        assert!(line.contains(named), "{args:?}: {line}");
+    }
+}
+
+#[test]
+fn an_unusable_keys_directory_or_database_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, "").unwrap();
+    let run = Run::of(
+        tollgate()
+            .args(["keys", "list", "--keys-dir"])
+            .arg(&file)
+            .env("RUST_BACKTRACE", "1"),
+        "",
+    );
+    assert!(run.failed_in_one_line().contains("not a directory"));
+
+    // Nothing listens on port 1.
+    let run = Run::of(
+        tollgate()
+            .args(["users", "list", "--database-url"])
+            .arg("postgres://postgres@127.0.0.1:1/tollgate")
+            .env("RUST_BACKTRACE", "1"),
+        "",
+    );
+    assert!(run.failed_in_one_line().contains("database"));
+}
+
+#[tokio::test]
+async fn keys_generate_creates_an_active_and_a_next_key_once() {
+    let operator = Operator::new(Backend::Sqlite).await;
+    let first = operator.run(&["keys", "generate"]);
+    assert!(first.succeeded().contains("created"), "{}", first.stdout);
+    let keys = operator.keys();
+    let states: Vec<&str> = keys.iter().map(|key| key.state.as_str()).collect();
+    assert_eq!(states, ["active", "next"]);
+    for key in &keys {
+        assert_eq!(key.alg, "EdDSA");
+        let pem = operator.keys_dir().join(format!("{}.pem", key.kid));
+        let mode = std::fs::metadata(&pem).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", pem.display());
+        let contents = std::fs::read_to_string(&pem).unwrap();
+        assert!(contents.starts_with("-----BEGIN PRIVATE KEY-----"));
+    }
+
+    let again = operator.run(&["keys", "generate"]);
+    assert!(
+        again.succeeded().contains("nothing to do"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(operator.keys(), keys);
+}
+
+#[tokio::test]
+async fn keys_generate_takes_the_algorithm() {
+    let operator = Operator::new(Backend::Sqlite).await;
+    operator
+        .run(&["keys", "generate", "--alg", "ES256"])
+        .succeeded();
+    let algs: Vec<String> = operator.keys().into_iter().map(|key| key.alg).collect();
+    assert_eq!(algs, ["ES256", "ES256"]);
+}
+
+#[tokio::test]
+async fn rotation_promotes_the_next_key_and_retires_the_active_one() {
+    let operator = Operator::new(Backend::Sqlite).await;
+    let nothing_to_rotate = operator.run(&["keys", "rotate"]);
+    assert!(
+        nothing_to_rotate
+            .failed_in_one_line()
+            .contains("keys generate")
+    );
+    operator.run(&["keys", "generate"]).succeeded();
+    for rotation in [&["keys", "rotate"][..], &["--rotate-key"]] {
+        let before = operator.keys();
+        let active = before.iter().find(|key| key.state == "active").unwrap();
+        let next = before.iter().find(|key| key.state == "next").unwrap();
+        operator.run(rotation).succeeded();
+
+        let after = operator.keys();
+        assert_eq!(after.len(), before.len() + 1, "{rotation:?}: {after:?}");
+        let state_of = |kid: &str| {
+            after
+                .iter()
+                .find(|key| key.kid == kid)
+                .map(|key| key.state.clone())
+                .unwrap()
+        };
+        assert_eq!(state_of(&next.kid), "active", "{rotation:?}");
+        assert!(
+            state_of(&active.kid).starts_with("retired since "),
+            "{rotation:?}: {after:?}"
+        );
+        let new_next: Vec<&Key> = after.iter().filter(|key| key.state == "next").collect();
+        assert_eq!(new_next.len(), 1, "{after:?}");
+        assert!(before.iter().all(|key| key.kid != new_next[0].kid));
+    }
+    // Tokens of the keys retired just now are still live: nothing to prune.
+    let pruned = operator.run(&["keys", "prune"]);
+    assert!(
+        pruned.succeeded().contains("pruned 0 key(s)"),
+        "{}",
+        pruned.stdout
+    );
+    assert_eq!(operator.keys().len(), 4);
+}
+
+#[tokio::test]
+async fn configuration_flags_may_come_before_the_command() {
+    let operator = Operator::new(Backend::Sqlite).await;
+    let keys_dir = operator.keys_dir().to_str().unwrap();
+    let database_url = operator.database.url.as_str();
+    for args in [
+        &["--keys-dir", keys_dir, "keys", "generate"][..],
+        &["--database-url", database_url, "migrate"],
+        &["--database-url", database_url, "users", "list"],
+    ] {
+        Run::of(tollgate().args(args), "").succeeded();
+    }
+    assert_eq!(operator.keys().len(), 2);
+    // The flag form of a rotation is a command of its own.
+    Run::of(
+        tollgate().args(["--keys-dir", keys_dir, "--rotate-key", "keys", "list"]),
+        "",
+    )
+    .failed_in_one_line();
+    assert_eq!(operator.keys().len(), 2);
+}
+
+#[tokio::test]
+async fn migrate_prepares_an_empty_database() {
+    let operator = Operator::new(Backend::Sqlite).await;
+    let migrated = operator.run(&["migrate"]);
+    assert!(
+        migrated.succeeded().contains("migrations applied"),
+        "{}",
+        migrated.stdout
+    );
+    // The store itself does not migrate; the tables are there.
+    assert!(
+        operator
+            .store()
+            .await
+            .list_users()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    operator.run(&["migrate"]).succeeded();
+}
+
+async fn users_can_be_added_and_listed(backend: Backend) {
+    let operator = Operator::new(backend).await;
+    let added = operator.run_with_stdin(
+        &[
+            "users",
+            "add",
+            "alice",
+            "--role",
+            "admin",
+            "--role",
+            "ops",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        added.succeeded().contains("created user alice"),
+        "{}",
+        added.stdout
+    );
+    operator.add_user("bob");
+
+    let users = operator.users();
+    assert_eq!(users.len(), 2, "{users:?}");
+    assert_eq!(users[0][..3], ["alice", "admin,ops", "no"]);
+    assert_eq!(users[1][..3], ["bob", "-", "no"]);
+    for user in &users {
+        assert!(humantime::parse_rfc3339(&user[3]).is_ok(), "{user:?}");
+    }
+    // The line read from stdin, without its newline, is the password.
+    assert!(password_is(&operator.store().await, "alice", PASSWORD).await);
+
+    let taken = operator.run_with_stdin(
+        &["users", "add", "ALICE", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(taken.failed_in_one_line().contains("taken"));
+    let short = operator.run_with_stdin(&["users", "add", "carol", "--password-stdin"], "short\n");
+    assert!(short.failed_in_one_line().contains("password"));
+    let bad_role = operator.run_with_stdin(
+        &["users", "add", "carol", "--role", "a,b", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(bad_role.failed_in_one_line().contains("role"));
+    assert_eq!(operator.users().len(), 2);
+}
+
+#[tokio::test]
+async fn users_can_be_added_and_listed_on_postgres() {
+    users_can_be_added_and_listed(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn users_can_be_added_and_listed_on_sqlite() {
+    users_can_be_added_and_listed(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn disabling_a_user_revokes_their_sessions_for_good() {
+    let operator = Operator::new(Backend::Sqlite).await;
+    operator.add_user("alice");
+    let store = operator.store().await;
+    let session = session_of(&store, "alice").await;
+
+    let disabled = operator.run(&["users", "disable", "alice"]);
+    assert!(
+        disabled.succeeded().contains("revoked 1 session(s)"),
+        "{}",
+        disabled.stdout
+    );
+    assert_eq!(operator.users()[0][2], "yes");
+    assert!(user(&store, "alice").await.disabled);
+
+    operator.run(&["users", "enable", "alice"]).succeeded();
+    assert_eq!(operator.users()[0][2], "no");
+    assert!(!user(&store, "alice").await.disabled);
+    assert!(
+        !is_live(&store, &session).await,
+        "enabling does not bring sessions back"
+    );
+    let fresh = session_of(&store, "alice").await;
+    assert!(is_live(&store, &fresh).await);
+}
+
+#[tokio::test]
+async fn set_password_changes_the_password_and_revokes_the_sessions() {
+    let operator = Operator::new(Backend::Sqlite).await;
+    operator.add_user("alice");
+    let store = operator.store().await;
+    let session = session_of(&store, "alice").await;
+
+    let changed = operator.run_with_stdin(
+        &["users", "set-password", "alice", "--password-stdin"],
+        &format!("{NEW_PASSWORD}\n"),
+    );
+    assert!(
+        changed.succeeded().contains("revoked 1 session(s)"),
+        "{}",
+        changed.stdout
+    );
+    assert!(!is_live(&store, &session).await);
+    assert!(password_is(&store, "alice", NEW_PASSWORD).await);
+    assert!(!password_is(&store, "alice", PASSWORD).await);
+}
+
+#[tokio::test]
+async fn sessions_revoke_logs_one_user_out_everywhere() {
+    let operator = Operator::new(Backend::Sqlite).await;
+    operator.add_user("alice");
+    operator.add_user("bob");
+    let store = operator.store().await;
+    let alices = [
+        session_of(&store, "alice").await,
+        session_of(&store, "alice").await,
+    ];
+    let bobs = session_of(&store, "bob").await;
+
+    let revoked = operator.run(&["sessions", "revoke", "--user", "alice"]);
+    assert!(
+        revoked
+            .succeeded()
+            .contains("revoked 2 session(s) of alice"),
+        "{}",
+        revoked.stdout
+    );
+    for session in &alices {
+        assert!(!is_live(&store, session).await);
+    }
+    assert!(is_live(&store, &bobs).await);
+    let unknown = operator.run(&["sessions", "revoke", "--user", "nobody"]);
+    assert!(unknown.failed_in_one_line().contains("nobody"));
+}
+
+#[tokio::test]
+async fn serve_generates_missing_keys_with_a_warning_and_stops_on_sigterm() {
+    let operator = Operator::new(Backend::Sqlite).await;
+    let mut server = operator.serve();
+    let warned = |log: &[String]| {
+        log.iter()
+            .any(|line| line.contains("WARN") && line.contains("generated a signing key just now"))
+    };
+    assert!(warned(&server.log), "{:#?}", server.log);
+    let states: Vec<String> = operator.keys().into_iter().map(|key| key.state).collect();
+    assert_eq!(states, ["active", "next"]);
+    assert_eq!(
+        server.request("GET", "/health", None),
+        (200, json!({ "status": "ok" }).to_string())
+    );
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "{:#?}", server.rest_of_log());
+
+    let mut again = operator.serve();
+    assert!(!warned(&again.log), "{:#?}", again.log);
+    assert_eq!(again.terminate().code(), Some(0));
+}
+
+#[tokio::test]
+async fn token_inspect_tells_a_valid_token_from_a_tampered_or_revoked_one() {
+    let operator = Operator::new(Backend::Sqlite).await;
+    operator.add_user("alice");
+    let mut server = operator.serve();
+    let (status, body) = server.request(
+        "POST",
+        "/api/auth/login",
+        Some(json!({ "username": "alice", "password": PASSWORD })),
+    );
+    assert_eq!(status, 200, "{body}");
+    server.terminate();
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let token = body["access_token"].as_str().unwrap();
+
+    let valid = operator.run(&["token", "inspect", token]);
+    let output = valid.succeeded();
+    assert!(output.lines().any(|line| line == "valid"), "{output}");
+    assert!(
+        output.contains("\"preferred_username\": \"alice\""),
+        "{output}"
+    );
+
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    let mut claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+    claims["roles"] = json!(["admin"]);
+    parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let tampered = operator.run(&["token", "inspect", &parts.join(".")]);
+    assert!(!tampered.status.success());
+    assert!(
+        tampered.stdout.contains("invalid: bad_signature"),
+        "{}",
+        tampered.stdout
+    );
+
+    let garbage = operator.run(&["token", "inspect", "not-a-token"]);
+    assert!(!garbage.status.success());
+    assert!(
+        garbage.stdout.contains("invalid: malformed"),
+        "{}",
+        garbage.stdout
+    );
+
+    operator
+        .run(&["sessions", "revoke", "--user", "alice"])
+        .succeeded();
+    let revoked = operator.run(&["token", "inspect", token]);
+    assert!(!revoked.status.success());
+    assert!(
+        revoked.stdout.contains("invalid: revoked"),
+        "{}",
+        revoked.stdout
+    );
+}
