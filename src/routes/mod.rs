@@ -119,7 +119,7 @@ pub fn route_class(path: &str) -> &'static str {
         "auth"
     } else if under("/.well-known") {
         "wellknown"
-    } else if path.starts_with("/health") {
+    } else if under("/health") {
         "health"
     } else if under("/metrics") {
         "metrics"

@@ -58,6 +58,8 @@ async fn unknown_owned_routes_are_json_404s(backend: Backend) {
         (Method::DELETE, "/api/auth/sessions/a/b"),
         (Method::GET, "/.well-known/nope"),
         (Method::GET, "/health/nope"),
+        (Method::GET, "/metrics/nope"),
+        (Method::GET, "/api/debug/session"),
     ] {
         let response = app.send(method.clone(), path, &[], None).await;
         assert_eq!(
@@ -66,6 +68,16 @@ async fn unknown_owned_routes_are_json_404s(backend: Backend) {
             "{method} {path}"
         );
         response.assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    // Owned prefixes cover whole segments: these belong to the upstream.
+    for path in [
+        "/healthcare",
+        "/metricsx",
+        "/api/authority",
+        "/.well-knownx",
+    ] {
+        let response = app.send(Method::GET, path, &[], None).await;
+        response.assert_error(StatusCode::BAD_GATEWAY, "upstream_not_configured");
     }
 }
 
