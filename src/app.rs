@@ -80,7 +80,12 @@ impl App {
             metrics.upstream_latency.clone(),
         );
         let app = Arc::new(App {
-            authenticator: Authenticator::new(keys.clone(), expect, revocations.clone()),
+            authenticator: Authenticator::new(
+                keys.clone(),
+                expect,
+                revocations.clone(),
+                token_lifetime,
+            ),
             passwords: Passwords::for_this_machine()?,
             cookies: CookiePolicy::from_config(&config),
             browser: BrowserRules::new(config.cors_origins.clone()),

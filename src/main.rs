@@ -5,8 +5,14 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
+use mimalloc::MiMalloc;
 use tollgate::cli::{Cli, Command};
 use tollgate::config::Config;
+
+// Every proxied request allocates a little; mimalloc does it faster and keeps
+// the resident set small under load.
+#[global_allocator]
+static ALLOCATOR: MiMalloc = MiMalloc;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse().and_then(rotate_key_stands_alone) {
@@ -47,7 +53,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tollgate::logging::init(config.log_format, if serving { "info" } else { "warn" });
+    // Held until exit: dropping it flushes the log lines still queued.
+    let _log_writer =
+        tollgate::logging::init(config.log_format, if serving { "info" } else { "warn" });
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

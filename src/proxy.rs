@@ -16,6 +16,7 @@ use http::header::{
 };
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
+use http_body::Body as _;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -25,6 +26,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tower_http::timeout::{TimeoutBody, TimeoutError};
 
 use crate::auth::Identity;
+use crate::auth::tokens::AccessClaims;
 use crate::body::Body;
 use crate::error::ApiError;
 
@@ -51,6 +53,40 @@ const X_AUTH_USER_ID: HeaderName = HeaderName::from_static("x-auth-user-id");
 const X_AUTH_USERNAME: HeaderName = HeaderName::from_static("x-auth-username");
 const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
 const X_AUTH_SESSION_ID: HeaderName = HeaderName::from_static("x-auth-session-id");
+
+/// The identity headers (and bearer token) of one verified token, built once
+/// and cloned into every request that carries it.
+#[derive(Debug)]
+pub struct IdentityHeaders {
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl IdentityHeaders {
+    pub fn new(token: &str, claims: &AccessClaims) -> IdentityHeaders {
+        let values = [
+            (AUTHORIZATION, format!("Bearer {token}")),
+            (X_AUTH_USER_ID, claims.sub.clone()),
+            (X_AUTH_USERNAME, claims.preferred_username.clone()),
+            (X_AUTH_ROLES, claims.roles.join(",")),
+            (X_AUTH_SESSION_ID, claims.sid.clone()),
+        ];
+        let headers = values
+            .into_iter()
+            .filter_map(|(name, value)| {
+                HeaderValue::from_str(&value)
+                    .ok()
+                    .map(|value| (name, value))
+            })
+            .collect();
+        IdentityHeaders { headers }
+    }
+
+    fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
 
 /// Where requests go.
 #[derive(Clone, Debug)]
@@ -135,7 +171,7 @@ impl Proxy {
             return Err(ApiError::PayloadTooLarge);
         }
 
-        parts.uri = upstream_uri(upstream, forwarding.path, parts.uri.query())?;
+        parts.uri = upstream_uri(upstream, &parts.uri, forwarding.path)?;
         let original_host = parts.headers.get(HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -147,12 +183,17 @@ impl Proxy {
 
         // Counted while streaming: a chunked body over the limit fails the
         // upstream request as soon as it crosses it. A client that stops
-        // sending fails it too, instead of holding it open.
-        let body = TimeoutBody::new(
-            BODY_IDLE_TIMEOUT,
-            Limited::new(body, self.max_body as usize),
-        )
-        .boxed_unsync();
+        // sending fails it too, instead of holding it open. (Most requests
+        // have no body: they skip the timer.)
+        let body: Body = if body.is_end_stream() {
+            body.map_err(Into::into).boxed_unsync()
+        } else {
+            TimeoutBody::new(
+                BODY_IDLE_TIMEOUT,
+                Limited::new(body, self.max_body as usize),
+            )
+            .boxed_unsync()
+        };
         let upstream_request = Request::from_parts(parts, body);
 
         let started = Instant::now();
@@ -193,19 +234,30 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     }
 }
 
-fn upstream_uri(upstream: &Upstream, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
-    let path_and_query = match query {
-        Some(query) => format!("{}{}?{}", upstream.base_path, path, query),
-        None => format!("{}{}", upstream.base_path, path),
+/// The upstream's URI for `path` (the normalised one) and the original query.
+fn upstream_uri(upstream: &Upstream, original: &Uri, path: &str) -> Result<Uri, ApiError> {
+    let path_and_query = match (original.path_and_query(), original.query()) {
+        // Already normal, nothing to prefix: reuse it as it is.
+        (Some(unchanged), _) if upstream.base_path.is_empty() && unchanged.path() == path => {
+            unchanged.clone()
+        }
+        (_, Some(query)) => {
+            PathAndQuery::try_from(format!("{}{}?{}", upstream.base_path, path, query))
+                .map_err(|_| unforwardable())?
+        }
+        (_, None) => PathAndQuery::try_from(format!("{}{}", upstream.base_path, path))
+            .map_err(|_| unforwardable())?,
     };
-    let path_and_query = PathAndQuery::try_from(path_and_query)
-        .map_err(|_| ApiError::InvalidRequest("the request target cannot be forwarded".into()))?;
     Uri::builder()
         .scheme(upstream.scheme.clone())
         .authority(upstream.authority.clone())
         .path_and_query(path_and_query)
         .build()
-        .map_err(|_| ApiError::InvalidRequest("the request target cannot be forwarded".into()))
+        .map_err(|_| unforwardable())
+}
+
+fn unforwardable() -> ApiError {
+    ApiError::InvalidRequest("the request target cannot be forwarded".into())
 }
 
 /// Applies the header rules, in the order that makes them safe.
@@ -224,15 +276,7 @@ fn prepare_headers(
     remove_gateway_cookies(headers);
 
     match forwarding.identity {
-        Some(identity) => {
-            let claims = &identity.claims;
-            let bearer = format!("Bearer {}", identity.token);
-            insert_text(headers, AUTHORIZATION, &bearer);
-            insert_text(headers, X_AUTH_USER_ID, &claims.sub);
-            insert_text(headers, X_AUTH_USERNAME, &claims.preferred_username);
-            insert_text(headers, X_AUTH_ROLES, &claims.roles.join(","));
-            insert_text(headers, X_AUTH_SESSION_ID, &claims.sid);
-        }
+        Some(identity) => identity.upstream_headers.apply(headers),
         // A public request: a bearer token that did not verify is not passed
         // on for an upstream to mistake for a checked one.
         None => {

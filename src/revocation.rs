@@ -11,6 +11,7 @@ use std::sync::Weak;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use moka::sync::Cache;
 
 use crate::domain::{SessionId, now_ms};
@@ -23,7 +24,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 const OVERLAP_MS: i64 = 30_000;
 
 pub struct Revocations {
-    revoked: Cache<String, ()>,
+    revoked: Cache<String, (), RandomState>,
     /// Poll from here (database clock, unix ms).
     cursor: AtomicI64,
 }
@@ -34,7 +35,10 @@ impl Revocations {
     pub fn new(token_lifetime: Duration) -> Revocations {
         let lookback = token_lifetime.as_millis() as i64 + OVERLAP_MS;
         Revocations {
-            revoked: Cache::builder().time_to_live(token_lifetime).build(),
+            // Looked up on every request: a fast hash, keyed per process.
+            revoked: Cache::builder()
+                .time_to_live(token_lifetime)
+                .build_with_hasher(RandomState::default()),
             cursor: AtomicI64::new(now_ms() - lookback),
         }
     }

@@ -7,8 +7,10 @@ use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::{Request, parse_json, parse_optional_json, read_body};
+use super::{AuthenticatedUser, Request, parse_json, parse_optional_json, read_body};
 use crate::app::App;
+use std::sync::Arc;
+
 use crate::auth::Identity;
 use crate::auth::cookies::{REFRESH_COOKIE, find_cookie};
 use crate::auth::password::Verification;
@@ -40,7 +42,7 @@ struct PasswordChangeBody {
 
 #[derive(Serialize)]
 struct TokenBody<'a> {
-    access_token: String,
+    access_token: &'a str,
     token_type: &'static str,
     expires_in: i64,
     refresh_token: &'a str,
@@ -208,7 +210,6 @@ fn token_response(
     status: StatusCode,
     now_ms: i64,
 ) -> Result<Response<Body>, ApiError> {
-    tracing::Span::current().record("user_id", owner.user_id.0.as_str());
     let now = now_ms / 1000;
     let expires_in = app.config.access_ttl.as_secs() as i64;
     let claims = AccessClaims {
@@ -236,14 +237,25 @@ fn token_response(
                 username: owner.username.as_str(),
                 roles: &owner.roles,
             },
-            access_token: access_token.clone(),
+            access_token: &access_token,
         },
     );
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.append(SET_COOKIE, app.cookies.set_access(&access_token));
     headers.append(SET_COOKIE, app.cookies.set_refresh(refresh_token.expose()));
+    response
+        .extensions_mut()
+        .insert(AuthenticatedUser(Arc::new(claims)));
     Ok(response)
+}
+
+/// Marks the response with the caller, for the request's log line.
+fn as_user(mut response: Response<Body>, identity: &Identity) -> Response<Body> {
+    response
+        .extensions_mut()
+        .insert(AuthenticatedUser(identity.claims.clone()));
+    response
 }
 
 /// The refresh token of a request: the body's, else the refresh cookie.
@@ -367,22 +379,20 @@ pub async fn logout_all(app: &App, request: Request) -> Result<Response<Body>, A
     app.revocations
         .insert(&SessionId(identity.claims.sid.clone()));
     tracing::info!(user_id = %user, sessions = revoked.len(), "logged out everywhere");
-    Ok(cleared_cookies(app))
+    Ok(as_user(cleared_cookies(app), &identity))
 }
 
 pub async fn me(app: &App, request: Request) -> Result<Response<Body>, ApiError> {
     let (parts, _) = request.into_parts();
     let identity = identity(app, &parts).await?;
     let claims = &identity.claims;
-    Ok(json(
-        StatusCode::OK,
-        &MeBody {
-            id: &claims.sub,
-            username: &claims.preferred_username,
-            roles: &claims.roles,
-            session_id: &claims.sid,
-        },
-    ))
+    let body = MeBody {
+        id: &claims.sub,
+        username: &claims.preferred_username,
+        roles: &claims.roles,
+        session_id: &claims.sid,
+    };
+    Ok(as_user(json(StatusCode::OK, &body), &identity))
 }
 
 pub async fn sessions(app: &App, request: Request) -> Result<Response<Body>, ApiError> {
@@ -402,7 +412,7 @@ pub async fn sessions(app: &App, request: Request) -> Result<Response<Body>, Api
             ip: session.ip,
         })
         .collect();
-    Ok(json(StatusCode::OK, &body))
+    Ok(as_user(json(StatusCode::OK, &body), &identity))
 }
 
 pub async fn delete_session(
@@ -420,7 +430,7 @@ pub async fn delete_session(
             }
             app.revocations.insert(&session);
             tracing::info!(session_id = %session, "session revoked by its owner");
-            Ok(no_content(StatusCode::NO_CONTENT))
+            Ok(as_user(no_content(StatusCode::NO_CONTENT), &identity))
         }
         _ => Err(ApiError::NotFound),
     }
@@ -457,7 +467,7 @@ pub async fn change_password(app: &App, request: Request) -> Result<Response<Bod
     app.metrics.revoked(revoked.len());
     app.revocations.insert_all(&revoked);
     tracing::info!(user_id = %user.id, revoked_sessions = revoked.len(), "password changed");
-    Ok(no_content(StatusCode::NO_CONTENT))
+    Ok(as_user(no_content(StatusCode::NO_CONTENT), &identity))
 }
 
 /// Unix milliseconds as an RFC 3339 timestamp.

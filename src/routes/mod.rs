@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 
 use crate::app::App;
 use crate::auth::presented_token;
+use crate::auth::tokens::AccessClaims;
 use crate::body::Body;
 use crate::client::PeerAddr;
 use crate::domain::now_ms;
@@ -29,6 +30,10 @@ use crate::paths;
 use crate::proxy::Forwarding;
 
 pub type Request = http::Request<Incoming>;
+
+/// Marks a response to an authenticated request, for its log line.
+#[derive(Clone)]
+pub struct AuthenticatedUser(pub Arc<AccessClaims>);
 
 /// Bodies of the gateway's own routes are small JSON documents...
 const MAX_JSON_BODY: usize = 64 * 1024;
@@ -136,13 +141,22 @@ pub fn is_owned(path: &str) -> bool {
 }
 
 /// Answers one request.
-pub async fn handle(app: &Arc<App>, request: Request) -> Response<Body> {
+pub async fn handle(
+    app: &Arc<App>,
+    request: Request,
+    request_id: Option<&HeaderValue>,
+) -> Response<Body> {
     let origin = request.headers().get(ORIGIN).cloned();
     let mut response = match respond(app, request).await {
         Ok(response) => response,
         Err(error) => {
             if let Some(reason) = error.auth_failure_reason() {
-                tracing::info!(reason, status = error.status().as_u16(), "auth failure");
+                tracing::info!(
+                    reason,
+                    status = error.status().as_u16(),
+                    request_id = request_id.and_then(|id| id.to_str().ok()).unwrap_or(""),
+                    "auth failure"
+                );
                 app.metrics.auth_failure(reason);
             }
             error.into_response()
@@ -217,7 +231,8 @@ async fn forward(app: &Arc<App>, request: Request, path: &str) -> Result<Respons
         .trusted_proxies
         .iter()
         .any(|net| net.contains(&peer));
-    app.proxy
+    let mut response = app
+        .proxy
         .forward(
             request,
             Forwarding {
@@ -227,7 +242,13 @@ async fn forward(app: &Arc<App>, request: Request, path: &str) -> Result<Respons
                 peer_is_trusted,
             },
         )
-        .await
+        .await?;
+    if let Some(identity) = identity {
+        response
+            .extensions_mut()
+            .insert(AuthenticatedUser(identity.claims));
+    }
+    Ok(response)
 }
 
 fn method_not_allowed(allowed: &[Method]) -> Response<Body> {

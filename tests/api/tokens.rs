@@ -261,7 +261,63 @@ async fn tokens_in_the_query_string_are_never_read(backend: Backend) {
     );
 }
 
+/// Verified tokens are remembered; these show what a remembered token still
+/// goes through.
+async fn a_tampered_copy_of_a_remembered_token_is_still_refused(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    assert_eq!(forger.me(&forger.genuine).await.status, StatusCode::OK);
+    assert_eq!(
+        forger.me(&forger.genuine).await.status,
+        StatusCode::OK,
+        "now remembered"
+    );
+    let (signed, signature) = forger.genuine.rsplit_once('.').unwrap();
+    let mut flipped = signature.as_bytes().to_vec();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    let bad_signature = format!("{signed}.{}", String::from_utf8(flipped).unwrap());
+    forger
+        .me(&bad_signature)
+        .await
+        .assert_rejected("bad_signature");
+    let (header, rest) = forger.genuine.split_once('.').unwrap();
+    let (_, signature) = rest.split_once('.').unwrap();
+    let mut claims = forger.claims.clone();
+    claims["sub"] = json!("someone-else");
+    forger
+        .me(&format!("{header}.{}.{signature}", b64(&claims)))
+        .await
+        .assert_rejected("bad_signature");
+    assert_eq!(forger.me(&forger.genuine).await.status, StatusCode::OK);
+}
+
+async fn a_remembered_token_still_expires_to_the_second(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    // Valid for two more seconds thanks to the 30 s clock-skew leeway.
+    let expiring = forger.with_claims(|claims| claims["exp"] = json!(now() - 28));
+    assert_eq!(forger.me(&expiring).await.status, StatusCode::OK);
+    assert_eq!(
+        forger.me(&expiring).await.status,
+        StatusCode::OK,
+        "now remembered"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    forger.me(&expiring).await.assert_rejected("expired");
+}
+
+async fn a_remembered_token_of_a_revoked_session_is_refused_at_once(backend: Backend) {
+    let forger = Forger::new(backend).await;
+    assert_eq!(forger.me(&forger.genuine).await.status, StatusCode::OK);
+    assert_eq!(
+        forger.app.logout(&forger.genuine).await.status,
+        StatusCode::NO_CONTENT
+    );
+    forger.me(&forger.genuine).await.assert_rejected("revoked");
+}
+
 on_both_backends!(
+    a_tampered_copy_of_a_remembered_token_is_still_refused,
+    a_remembered_token_still_expires_to_the_second,
+    a_remembered_token_of_a_revoked_session_is_refused_at_once,
     a_token_forged_with_the_gateways_own_key_is_accepted,
     expired_tokens_are_refused,
     tokens_within_the_clock_skew_after_expiry_are_accepted,
