@@ -1,0 +1,114 @@
+//! The cost of authenticating one request: a cold verification per
+//! algorithm (signature and claims), a remembered token, and rejections.
+//!
+//! `cargo bench --bench auth_path`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use tollgate::auth::keys::{KeyAlgName, KeyDir};
+use tollgate::auth::keyset::{KeySet, Keys};
+use tollgate::auth::tokens::{self, AccessClaims, Audience, Expectations};
+use tollgate::auth::{Authenticator, CredentialSource, PresentedToken};
+use tollgate::domain::now_ms;
+use tollgate::revocation::Revocations;
+use tollgate::store::Store;
+
+fn claims(now: i64) -> AccessClaims {
+    AccessClaims {
+        iss: "tollgate".into(),
+        aud: Audience::One("tollgate".into()),
+        sub: "6553cb73-4e83-4e5a-b25b-283f3ee92a8e".into(),
+        iat: now,
+        exp: now + 900,
+        jti: "8c8feb7e-76b4-4a3d-a7e5-658254c520b4".into(),
+        sid: "926d5515-15b5-4c6c-b487-0f3563799bfb".into(),
+        preferred_username: "alice".into(),
+        roles: vec!["agent".into()],
+        nbf: None,
+    }
+}
+
+fn expectations() -> Expectations {
+    Expectations {
+        issuer: "tollgate".into(),
+        audience: "tollgate".into(),
+    }
+}
+
+/// A key set of one algorithm, and a token it signed.
+fn key_set(alg: KeyAlgName) -> (KeySet, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = KeyDir::open(dir.path()).unwrap();
+    keys.generate_if_empty(alg, now_ms()).unwrap();
+    let set = KeySet::build(&keys.load().unwrap(), &[], now_ms(), 960_000).unwrap();
+    let token = tokens::issue(&set, &claims(now_ms() / 1000)).unwrap();
+    (set, token)
+}
+
+fn cold_verification(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cold verify");
+    for alg in [KeyAlgName::EdDSA, KeyAlgName::ES256, KeyAlgName::RS256] {
+        let (set, token) = key_set(alg);
+        let expect = expectations();
+        group.bench_function(alg.as_str(), |b| {
+            b.iter(|| tokens::verify(&set, &token, &expect, now_ms() / 1000).unwrap())
+        });
+    }
+    group.finish();
+}
+
+/// The request path: an authenticator over a real (SQLite) store.
+fn authenticated_requests(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (authenticator, token) = runtime.block_on(async {
+        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let key_dir = KeyDir::open(&dir.path().join("keys")).unwrap();
+        key_dir
+            .generate_if_empty(KeyAlgName::EdDSA, now_ms())
+            .unwrap();
+        let lifetime = Duration::from_secs(930);
+        let keys = Arc::new(Keys::load(key_dir, store, lifetime).await.unwrap());
+        let token = tokens::issue(&keys.current(), &claims(now_ms() / 1000)).unwrap();
+        let revocations = Arc::new(Revocations::new(lifetime));
+        (
+            Authenticator::new(keys, expectations(), revocations, lifetime),
+            token,
+        )
+    });
+    // Known keys never wait: the future is ready on its first poll.
+    let verify = |token: &str| {
+        let presented = PresentedToken {
+            token,
+            source: CredentialSource::Bearer,
+        };
+        authenticator
+            .verify(presented, now_ms() / 1000)
+            .now_or_never()
+            .expect("no waiting for a known key")
+    };
+
+    let mut group = c.benchmark_group("authenticate");
+    verify(&token).unwrap();
+    group.bench_function("remembered token", |b| b.iter(|| verify(&token).unwrap()));
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let tampered = format!(
+        "{signed}.{}",
+        signature.replacen('A', "B", 1).replacen('a', "b", 1)
+    );
+    group.bench_function("reject bad signature", |b| {
+        b.iter(|| verify(&tampered).unwrap_err())
+    });
+    group.bench_function("reject malformed", |b| {
+        b.iter(|| verify("not.a.token").unwrap_err())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, cold_verification, authenticated_requests);
+criterion_main!(benches);
