@@ -107,19 +107,22 @@ fn is_dot_segment_with_parameters(segment: &str) -> bool {
 /// escape as it was (upper-cased), refusing the ones that could change how
 /// the path splits.
 fn decode_unreserved(raw: &str) -> Result<String, PathError> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = raw.as_bytes();
-    let mut out = String::with_capacity(raw.len());
+    let mut out = Vec::with_capacity(raw.len());
     // Escaped bytes of one run, to check they form UTF-8.
     let mut escaped_run: Vec<u8> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
         let byte = bytes[i];
         if byte == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
-            let value = std::str::from_utf8(hex)
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .ok_or(PathError::BadEscape)?;
+            let value = match bytes.get(i + 1..i + 3) {
+                Some(&[high, low]) => hex_value(high)
+                    .zip(hex_value(low))
+                    .map(|(high, low)| high << 4 | low)
+                    .ok_or(PathError::BadEscape)?,
+                _ => return Err(PathError::BadEscape),
+            };
             match value {
                 b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                 0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
@@ -127,10 +130,13 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
             }
             escaped_run.push(value);
             if is_unreserved(value) {
-                out.push(value as char);
+                out.push(value);
             } else {
-                out.push('%');
-                out.push_str(&format!("{value:02X}"));
+                out.extend_from_slice(&[
+                    b'%',
+                    HEX[usize::from(value >> 4)],
+                    HEX[usize::from(value & 0xf)],
+                ]);
             }
             i += 3;
             continue;
@@ -139,12 +145,23 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
         match byte {
             b'\\' => return Err(PathError::Backslash),
             _ if byte.is_ascii_control() => return Err(PathError::ControlCharacter),
-            _ => out.push(byte as char),
+            // Raw bytes, multi-byte characters included, are kept as they came.
+            _ => out.push(byte),
         }
         i += 1;
     }
     check_utf8(&mut escaped_run)?;
-    Ok(out)
+    // Valid: the input was a `str`, and only ASCII was decoded into it.
+    String::from_utf8(out).map_err(|_| PathError::NotUtf8)
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
 }
 
 fn check_utf8(run: &mut Vec<u8>) -> Result<(), PathError> {
@@ -196,6 +213,7 @@ mod tests {
         assert_eq!(norm("/a%20b").unwrap(), "/a%20b");
         assert_eq!(norm("/a%3fb").unwrap(), "/a%3Fb");
         assert_eq!(norm("/caf%C3%A9").unwrap(), "/caf%C3%A9");
+        assert_eq!(norm("/%2a¡/./x").unwrap(), "/%2A¡/x");
     }
 
     #[test]
@@ -216,6 +234,7 @@ mod tests {
         assert_eq!(norm("/a%00b"), Err(PathError::ControlCharacter));
         assert_eq!(norm("/a%zz"), Err(PathError::BadEscape));
         assert_eq!(norm("/a%2"), Err(PathError::BadEscape));
+        assert_eq!(norm("/a%+1"), Err(PathError::BadEscape));
         assert_eq!(norm("/%c0%ae%c0%ae/admin"), Err(PathError::NotUtf8));
         assert_eq!(norm("relative"), Err(PathError::NotAbsolute));
     }
