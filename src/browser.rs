@@ -185,17 +185,10 @@ fn origin_of_url(url: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::config::parse_origin;
+    use crate::test_support::headers;
 
     fn rules() -> BrowserRules {
         BrowserRules::new(vec![parse_origin("https://app.example.com").unwrap()])
-    }
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in pairs {
-            headers.append(*name, HeaderValue::from_static(value));
-        }
-        headers
     }
 
     #[test]

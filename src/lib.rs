@@ -34,4 +34,6 @@ pub mod revocation;
 pub mod routes;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 pub mod throttle;

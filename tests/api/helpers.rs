@@ -3,6 +3,7 @@
 //! `TestApp` with one method per endpoint.
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -96,14 +97,28 @@ impl Deployment {
     }
 }
 
-/// A running gateway.
+/// A running gateway in this process. Its requests are those of
+/// [`GatewayClient`], which it dereferences to.
 pub struct TestApp {
     pub deployment: Deployment,
-    pub addr: SocketAddr,
     pub app: Arc<App>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: GatewayClient,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
+}
+
+impl Deref for TestApp {
+    type Target = GatewayClient;
+
+    fn deref(&self) -> &GatewayClient {
+        &self.client
+    }
+}
+
+/// Requests to a gateway at `addr`, one method per endpoint.
+pub struct GatewayClient {
+    pub addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl TestApp {
@@ -135,9 +150,8 @@ impl TestApp {
         });
         TestApp {
             deployment,
-            addr,
             app,
-            client: http_client(),
+            client: GatewayClient::new(addr),
             shutdown: Some(shutdown),
             server: Some(server),
         }
@@ -151,6 +165,20 @@ impl TestApp {
         }
         self.app.store.close().await;
         self.deployment.clone()
+    }
+}
+
+impl GatewayClient {
+    pub fn new(addr: SocketAddr) -> GatewayClient {
+        GatewayClient {
+            addr,
+            client: http_client(),
+        }
+    }
+
+    /// The underlying client, for requests that stream.
+    pub fn http(&self) -> &Client<HttpConnector, Full<Bytes>> {
+        &self.client
     }
 
     pub fn url(&self, path: &str) -> String {

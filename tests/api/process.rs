@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,21 +12,24 @@ use std::time::{Duration, Instant};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    Backend, Body, Deployment, PASSWORD, TestResponse, Tokens, header_of, http_client, send_request,
-};
+use crate::helpers::{Backend, Deployment, GatewayClient, PASSWORD, Tokens, header_of};
 use crate::on_both_backends;
 use crate::upstream::EchoUpstream;
 
-/// A gateway process on port 0 with JSON logs.
+/// A gateway process on port 0 with JSON logs. Its requests are those of
+/// [`GatewayClient`], which it dereferences to.
 pub struct Process {
     child: Child,
-    pub addr: SocketAddr,
     logs: Arc<Mutex<String>>,
-    client: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        http_body_util::Full<bytes::Bytes>,
-    >,
+    client: GatewayClient,
+}
+
+impl Deref for Process {
+    type Target = GatewayClient;
+
+    fn deref(&self) -> &GatewayClient {
+        &self.client
+    }
 }
 
 impl Process {
@@ -67,9 +71,8 @@ impl Process {
                 .unwrap_or_else(|_| panic!("tollgate did not start"));
         Process {
             child,
-            addr,
             logs,
-            client: http_client(),
+            client: GatewayClient::new(addr),
         }
     }
 
@@ -106,41 +109,6 @@ impl Process {
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
     }
-
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<Body>,
-    ) -> TestResponse {
-        let url = format!("http://{}{}", self.addr, path);
-        send_request(&self.client, method, &url, headers, body).await
-    }
-
-    pub async fn post_json(&self, path: &str, body: Value) -> TestResponse {
-        self.send(Method::POST, path, &[], Some(Body::Json(body)))
-            .await
-    }
-
-    pub async fn get_with_token(&self, path: &str, token: &str) -> TestResponse {
-        let bearer = format!("Bearer {token}");
-        self.send(Method::GET, path, &[("authorization", &bearer)], None)
-            .await
-    }
-
-    pub async fn register(&self, username: &str) -> TestResponse {
-        self.post_json(
-            "/api/auth/register",
-            json!({ "username": username, "password": PASSWORD }),
-        )
-        .await
-    }
-
-    pub async fn refresh(&self, token: &str) -> TestResponse {
-        self.post_json("/api/auth/refresh", json!({ "refresh_token": token }))
-            .await
-    }
 }
 
 impl Drop for Process {
@@ -155,7 +123,7 @@ async fn tokens_and_refreshes_survive_kill_9(backend: Backend) {
     let deployment = Deployment::new(backend).await;
     let flags = ["--upstream", &upstream.url()];
     let gateway = Process::start(&deployment, &flags).await;
-    let response = gateway.register("alice").await;
+    let response = gateway.register("alice", PASSWORD).await;
     assert_eq!(response.status, StatusCode::CREATED);
     let first = Tokens::from(&response);
 
@@ -182,7 +150,7 @@ async fn tokens_and_refreshes_survive_kill_9(backend: Backend) {
                         json!({ "refresh_token": latest }).to_string(),
                     )))
                     .unwrap();
-                let Ok(response) = gateway.client.request(request).await else {
+                let Ok(response) = gateway.http().request(request).await else {
                     break;
                 };
                 if response.status() != StatusCode::OK {
@@ -238,7 +206,7 @@ async fn sigterm_lets_a_slow_proxied_request_finish(backend: Backend) {
     let upstream = EchoUpstream::start().await;
     let deployment = Deployment::new(backend).await;
     let gateway = Process::start(&deployment, &["--upstream", &upstream.url()]).await;
-    let tokens = Tokens::from(&gateway.register("alice").await);
+    let tokens = Tokens::from(&gateway.register("alice", PASSWORD).await);
     let gateway = Arc::new(gateway);
     let slow = tokio::spawn({
         let gateway = gateway.clone();
@@ -257,7 +225,7 @@ async fn sigterm_lets_a_slow_proxied_request_finish(backend: Backend) {
 async fn sighup_picks_up_a_rotation_at_once(backend: Backend) {
     let deployment = Deployment::new(backend).await;
     let gateway = Process::start(&deployment, &[]).await;
-    let before = Tokens::from(&gateway.register("alice").await);
+    let before = Tokens::from(&gateway.register("alice", PASSWORD).await);
     let rotated = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .arg("--rotate-key")
         .arg("--keys-dir")
@@ -303,7 +271,7 @@ async fn logs_never_carry_a_secret(backend: Backend) {
     let upstream = EchoUpstream::start().await;
     let deployment = Deployment::new(backend).await;
     let gateway = Process::start(&deployment, &["--upstream", &upstream.url()]).await;
-    let tokens = Tokens::from(&gateway.register("alice").await);
+    let tokens = Tokens::from(&gateway.register("alice", PASSWORD).await);
     let wrong = "a distinctive wrong password";
     gateway
         .post_json(
@@ -375,7 +343,7 @@ async fn a_large_response_streams_through_a_small_gateway(backend: Backend) {
     let upstream = EchoUpstream::start().await;
     let deployment = Deployment::new(backend).await;
     let gateway = Process::start(&deployment, &["--upstream", &upstream.url()]).await;
-    let tokens = Tokens::from(&gateway.register("alice").await);
+    let tokens = Tokens::from(&gateway.register("alice", PASSWORD).await);
     let baseline = gateway.rss_kib();
     let request = http::Request::get(format!(
         "http://{}/bytes/{}",
@@ -385,7 +353,7 @@ async fn a_large_response_streams_through_a_small_gateway(backend: Backend) {
     .header("authorization", format!("Bearer {}", tokens.access))
     .body(http_body_util::Full::new(bytes::Bytes::new()))
     .unwrap();
-    let mut body = gateway.client.request(request).await.unwrap().into_body();
+    let mut body = gateway.http().request(request).await.unwrap().into_body();
     // Read slowly, so a gateway that buffered instead of streaming would
     // hold most of the body at once; sample its memory as we go.
     let (mut received, mut largest) = (0usize, 0u64);
@@ -425,7 +393,7 @@ async fn three_instances_start_at_once_and_share_everything(backend: Backend) {
         .iter()
         .cycle()
         .take(9)
-        .map(|instance| instance.register("contested"));
+        .map(|instance| instance.register("contested", PASSWORD));
     let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts)
         .await
         .iter()

@@ -36,11 +36,16 @@ fn assert_cookies_cleared(response: &TestResponse) {
     }
 }
 
-async fn logout_ends_the_session_and_clears_both_cookies(backend: Backend) {
+/// Logs one of two sessions out with `logout`: it answers 204 and clears both
+/// cookies, that session ends, the other lives on.
+async fn check_logout_ends_only_that_session(
+    backend: Backend,
+    logout: impl AsyncFnOnce(&TestApp, &Tokens) -> TestResponse,
+) {
     let app = TestApp::spawn(backend).await;
     let tokens = app.signed_up("alice").await;
     let elsewhere = Tokens::from(&app.login("alice", PASSWORD).await);
-    let response = app.logout(&tokens.access).await;
+    let response = logout(&app, &tokens).await;
     assert_eq!(
         response.status,
         StatusCode::NO_CONTENT,
@@ -50,38 +55,27 @@ async fn logout_ends_the_session_and_clears_both_cookies(backend: Backend) {
     assert_cookies_cleared(&response);
     assert_ended(&app, &tokens).await;
     assert_alive(&app, &elsewhere).await;
+}
+
+async fn logout_ends_the_session_and_clears_both_cookies(backend: Backend) {
+    check_logout_ends_only_that_session(backend, async |app, tokens| {
+        app.logout(&tokens.access).await
+    })
+    .await;
 }
 
 async fn logout_by_refresh_token_ends_that_session(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let tokens = app.signed_up("alice").await;
-    let elsewhere = Tokens::from(&app.login("alice", PASSWORD).await);
-    let response = app.logout_by_refresh_token(&tokens.refresh).await;
-    assert_eq!(
-        response.status,
-        StatusCode::NO_CONTENT,
-        "{}",
-        response.text()
-    );
-    assert_cookies_cleared(&response);
-    assert_ended(&app, &tokens).await;
-    assert_alive(&app, &elsewhere).await;
+    check_logout_ends_only_that_session(backend, async |app, tokens| {
+        app.logout_by_refresh_token(&tokens.refresh).await
+    })
+    .await;
 }
 
 async fn logout_by_the_refresh_cookie_ends_that_session(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let tokens = app.signed_up("alice").await;
-    let elsewhere = Tokens::from(&app.login("alice", PASSWORD).await);
-    let response = app.logout_by_cookie(&tokens.refresh).await;
-    assert_eq!(
-        response.status,
-        StatusCode::NO_CONTENT,
-        "{}",
-        response.text()
-    );
-    assert_cookies_cleared(&response);
-    assert_ended(&app, &tokens).await;
-    assert_alive(&app, &elsewhere).await;
+    check_logout_ends_only_that_session(backend, async |app, tokens| {
+        app.logout_by_cookie(&tokens.refresh).await
+    })
+    .await;
 }
 
 async fn logout_needs_a_token(backend: Backend) {
