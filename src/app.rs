@@ -11,6 +11,8 @@ use crate::auth::cookies::CookiePolicy;
 use crate::auth::keys::{KeyAlgName, KeyDir};
 use crate::auth::keyset::{KEY_HEARTBEAT_INTERVAL, Keys};
 
+/// How often sessions that can no longer matter are deleted.
+const SESSION_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often the keys directory is checked for a rotation.
 const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 use crate::auth::password::Passwords;
@@ -56,13 +58,18 @@ impl App {
             );
         }
         let token_lifetime = token_lifetime(&config);
+        key_dir.declare_token_lifetime(token_lifetime.as_millis() as i64)?;
         let keys = Arc::new(
             Keys::load(key_dir, store.clone(), token_lifetime)
                 .await
                 .context("cannot load the signing keys")?,
         );
 
-        let revocations = Arc::new(Revocations::new(token_lifetime));
+        // A token from an instance whose clock runs ahead lives up to one
+        // leeway longer than our own: remember revocations that long too.
+        let revocations = Arc::new(Revocations::new(
+            token_lifetime + Duration::from_secs(LEEWAY_SECS as u64),
+        ));
         revocations
             .poll(&store)
             .await
@@ -110,6 +117,7 @@ pub fn token_lifetime(config: &Config) -> Duration {
 
 fn spawn_background_tasks(app: Weak<App>) {
     Revocations::spawn_poller(app.clone(), |app: &App| (&app.revocations, &app.store));
+    tokio::spawn(delete_finished_sessions(app.clone()));
     // A rotation is a new keys record: check for one every couple of seconds,
     // and re-record the keys as held every minute.
     tokio::spawn(async move {
@@ -139,4 +147,28 @@ fn spawn_background_tasks(app: Weak<App>) {
             }
         }
     });
+}
+
+/// Every hour, deletes the sessions that can no longer matter: expired ones,
+/// and revoked ones whose access tokens have all expired (the revocation
+/// polls look back no further). Their refresh tokens go with them.
+async fn delete_finished_sessions(app: Weak<App>) {
+    let mut interval = tokio::time::interval(SESSION_CLEANUP_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        let now = now_ms();
+        let revoked_before =
+            now - (token_lifetime(&app.config) + SESSION_CLEANUP_INTERVAL).as_millis() as i64;
+        match app
+            .store
+            .delete_finished_sessions(now, revoked_before)
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted finished sessions"),
+            Err(error) => tracing::warn!(%error, "cannot delete finished sessions"),
+        }
+    }
 }

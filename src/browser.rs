@@ -1,6 +1,9 @@
 //! The browser rules: CORS for the configured origins, and CSRF protection
 //! for requests that authenticate by cookie.
 //!
+//! An upstream's own `Access-Control-*` headers never reach the browser (the
+//! proxy drops them): the allow list here is the only one.
+//!
 //! tower-http's `CorsLayer` is not used because the contract differs from it
 //! in ways clients rely on: a preflight answers 204, origins outside the list
 //! get no CORS header at all (not even `Access-Control-Allow-Credentials`),
@@ -9,11 +12,12 @@
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
-    ACCESS_CONTROL_REQUEST_METHOD, AUTHORIZATION, HOST, ORIGIN, REFERER, VARY,
+    ACCESS_CONTROL_REQUEST_METHOD, HOST, ORIGIN, REFERER, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::auth::cookies::{ACCESS_COOKIE, REFRESH_COOKIE, find_cookie};
+use crate::auth::{CredentialSource, presented_token};
 use crate::body::{Body, no_content};
 use crate::config::CorsOrigin;
 use crate::error::ApiError;
@@ -90,20 +94,14 @@ impl BrowserRules {
         Some(response)
     }
 
-    /// Sets the CORS headers of a response to a request from `origin`. The
-    /// gateway is the only CORS authority: an upstream's own
-    /// `Access-Control-Allow-*` headers are replaced.
+    /// Sets the CORS headers of a response to a request from `origin`. (The
+    /// proxy has already removed an upstream's own `Access-Control-*`
+    /// headers: the gateway is the only CORS authority.)
     pub fn apply_cors(&self, origin: Option<&HeaderValue>, response: &mut Response<Body>) {
         if self.origins.is_empty() {
             return;
         }
         let headers = response.headers_mut();
-        for name in [
-            ACCESS_CONTROL_ALLOW_ORIGIN,
-            ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        ] {
-            headers.remove(name);
-        }
         headers.append(VARY, HeaderValue::from_static("Origin"));
         if let Some(origin) = self.allowed_origin(origin) {
             headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.header_value().clone());
@@ -158,13 +156,8 @@ impl BrowserRules {
 }
 
 fn has_bearer(headers: &HeaderMap) -> bool {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .is_some_and(|(scheme, token)| {
-            scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()
-        })
+    presented_token(headers)
+        .is_some_and(|token| token.source == CredentialSource::Bearer && !token.token.is_empty())
 }
 
 fn has_session_cookie(headers: &HeaderMap) -> bool {

@@ -1,9 +1,9 @@
 //! Who is on the other end of a connection: the socket peer, or the address a
 //! trusted proxy says it forwarded for.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use http::HeaderMap;
+use http::{Extensions, HeaderMap};
 
 use crate::config::TrustedProxy;
 
@@ -11,11 +11,25 @@ use crate::config::TrustedProxy;
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
 
+impl PeerAddr {
+    /// The peer's address of a request (unspecified if it has none, as in
+    /// requests not made by the server).
+    pub fn ip_of(extensions: &Extensions) -> IpAddr {
+        extensions
+            .get::<PeerAddr>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.0.ip())
+    }
+}
+
+pub fn is_trusted_proxy(ip: IpAddr, trusted: &[TrustedProxy]) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
 /// The client's address. `X-Forwarded-For` is believed only when the peer is
 /// a trusted proxy, and then only up to the first hop that is not one: a
 /// client cannot choose its address by sending the header itself.
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[TrustedProxy]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let is_trusted = |ip: &IpAddr| is_trusted_proxy(*ip, trusted);
     if !is_trusted(&peer) {
         return peer;
     }

@@ -8,13 +8,13 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
 use crate::app::{App, token_lifetime};
-use crate::auth::keys::{KeyAlgName, KeyDir, KeyRecord, KeyState};
+use crate::auth::keys::{KeyAlgName, KeyDir, KeyRecord, KeyState, ROTATION_PICKUP_MARGIN_MS};
 use crate::auth::keyset::{HELD_SLACK_MS, KeySet};
 use crate::auth::password::Passwords;
 use crate::auth::tokens::{self, Expectations, RejectReason};
 use crate::cli::{Command, KeysCommand, SessionsCommand, TokenCommand, UsersCommand};
 use crate::config::{Config, redact_url};
-use crate::domain::{Password, Role, SessionId, Username, now_ms};
+use crate::domain::{Password, Role, SessionId, Username, now_ms, rfc3339};
 use crate::store::{NewUser, Store, StoreError, User};
 
 pub async fn run(
@@ -127,9 +127,11 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Rotate { alg } => rotate_keys(config, alg.map(Into::into))?,
         KeysCommand::List => print_keys(&dir.records()?),
         KeysCommand::Prune => {
-            // A key retired longer ago than a token lives carries no live token.
-            let live_since = now_ms() - token_lifetime(config).as_millis() as i64;
-            let pruned = dir.prune(live_since)?;
+            // A key retired longer ago than a token lives carries no live
+            // token; a serving gateway may have declared a longer lifetime.
+            let lifetime = dir.token_lifetime_ms(token_lifetime(config).as_millis() as i64)?;
+            let pruned = dir.prune(now_ms(), lifetime)?;
+            let live_since = now_ms() - lifetime - ROTATION_PICKUP_MARGIN_MS;
             println!("pruned {} key(s){}", pruned.len(), list_suffix(&pruned));
             match Store::connect(&config.database_url).await {
                 Ok(store) => {
@@ -178,11 +180,6 @@ fn print_keys(records: &[KeyRecord]) {
             state
         );
     }
-}
-
-fn rfc3339(unix_ms: i64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {

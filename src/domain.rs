@@ -155,6 +155,12 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Unix milliseconds as an RFC 3339 timestamp, to the second.
+pub fn rfc3339(unix_ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
 /// Milliseconds since the unix epoch, the unit of every stored time.
 pub fn now_ms() -> i64 {
     let since_epoch = std::time::SystemTime::now()

@@ -9,6 +9,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
+use crate::auth::password::HashingError;
 use crate::auth::tokens::RejectReason;
 use crate::body::{Body, full};
 use crate::store::StoreError;
@@ -213,6 +214,17 @@ impl ApiError {
                 )
             }
             _ => HeaderValue::from_static("Bearer realm=\"tollgate\""),
+        }
+    }
+}
+
+impl From<HashingError> for ApiError {
+    fn from(error: HashingError) -> Self {
+        match error {
+            HashingError::Busy => ApiError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            },
+            HashingError::Failed(cause) => ApiError::Internal(cause),
         }
     }
 }

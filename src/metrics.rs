@@ -1,8 +1,6 @@
 //! Prometheus metrics, one registry per gateway (no global recorder), served
 //! as text at `/metrics`. Every name starts with `tollgate_`.
 
-use std::time::Duration;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -129,10 +127,6 @@ impl Metrics {
 
     pub fn revoked(&self, sessions: usize) {
         self.revocations.inc_by(sessions as u64);
-    }
-
-    pub fn upstream_answered(&self, after: Duration) {
-        self.upstream_latency.observe(after.as_secs_f64());
     }
 
     /// The registry in the Prometheus text format.

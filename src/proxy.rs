@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use http::header::{
-    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE, EXPECT, HOST, PROXY_AUTHENTICATE,
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE, EXPECT, FORWARDED, HOST, PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -25,8 +25,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::histogram::Histogram;
 use tower_http::timeout::{TimeoutBody, TimeoutError};
 
-use crate::auth::Identity;
 use crate::auth::tokens::AccessClaims;
+use crate::auth::{Identity, is_bearer_scheme};
 use crate::body::Body;
 use crate::error::ApiError;
 
@@ -45,6 +45,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// The longest a client may pause while sending a proxied body.
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -154,6 +155,21 @@ impl Proxy {
         self.upstream.is_some()
     }
 
+    /// Whether the upstream accepts a connection within a second; `None`
+    /// without an upstream.
+    pub async fn upstream_reachable(&self) -> Option<bool> {
+        let upstream = self.upstream.as_ref()?;
+        let address = (
+            upstream.authority.host(),
+            upstream.authority.port_u16().unwrap_or(80),
+        );
+        let connect = tokio::net::TcpStream::connect(address);
+        Some(matches!(
+            tokio::time::timeout(Duration::from_secs(1), connect).await,
+            Ok(Ok(_))
+        ))
+    }
+
     /// Forwards `request` and streams the upstream's answer back.
     pub async fn forward(
         &self,
@@ -213,6 +229,7 @@ impl Proxy {
 
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        remove_cors_headers(&mut parts.headers);
         // An upstream that stalls mid-body is cut off after the same timeout
         // rather than holding the client forever.
         Ok(Response::from_parts(
@@ -266,6 +283,8 @@ fn prepare_headers(
     forwarding: &Forwarding<'_>,
     original_host: Option<HeaderValue>,
 ) {
+    // The request's id, which `Connection` may name but must not remove.
+    let request_id = headers.get(X_REQUEST_ID).cloned();
     // First what the client asked to be dropped, so it cannot name the
     // headers added below.
     remove_hop_by_hop(headers);
@@ -274,20 +293,28 @@ fn prepare_headers(
     headers.remove(HOST);
     remove_identity_spoofs(headers);
     remove_gateway_cookies(headers);
+    if !forwarding.peer_is_trusted {
+        // Only a trusted proxy may speak for the client's address.
+        headers.remove(FORWARDED);
+        headers.remove(X_REAL_IP);
+    }
 
     match forwarding.identity {
         Some(identity) => identity.upstream_headers.apply(headers),
         // A public request: a bearer token that did not verify is not passed
         // on for an upstream to mistake for a checked one.
         None => {
-            let is_bearer = headers
-                .get(AUTHORIZATION)
-                .and_then(|value| value.to_str().ok())
-                .is_some_and(|value| {
-                    value.len() >= 7 && value[..7].eq_ignore_ascii_case("bearer ")
-                });
-            if is_bearer {
+            if headers.get_all(AUTHORIZATION).iter().any(is_bearer_scheme) {
+                let kept: Vec<HeaderValue> = headers
+                    .get_all(AUTHORIZATION)
+                    .iter()
+                    .filter(|value| !is_bearer_scheme(value))
+                    .cloned()
+                    .collect();
                 headers.remove(AUTHORIZATION);
+                for value in kept {
+                    headers.append(AUTHORIZATION, value);
+                }
             }
         }
     }
@@ -306,8 +333,9 @@ fn prepare_headers(
             None => headers.remove(X_FORWARDED_HOST),
         };
     }
-    // X-Request-Id is already the request's id (set by the request-id layer).
-    debug_assert!(headers.contains_key(X_REQUEST_ID));
+    if let Some(request_id) = request_id {
+        headers.insert(X_REQUEST_ID, request_id);
+    }
 }
 
 fn insert_text(headers: &mut HeaderMap, name: HeaderName, value: &str) {
@@ -326,6 +354,18 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// An upstream's `Access-Control-*` headers: CORS is the gateway's to decide.
+fn remove_cors_headers(headers: &mut HeaderMap) {
+    let cors: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in cors {
         headers.remove(name);
     }
 }
@@ -359,7 +399,7 @@ fn remove_gateway_cookies(headers: &mut HeaderMap) {
     let any_ours = headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
         .any(|value| value.split(';').any(is_ours));
     if !any_ours {
         return;
@@ -367,7 +407,7 @@ fn remove_gateway_cookies(headers: &mut HeaderMap) {
     let kept: Vec<&str> = headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
         .flat_map(|value| value.split(';'))
         .map(str::trim)
         .filter(|pair| !pair.is_empty() && !is_ours(pair))

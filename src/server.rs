@@ -105,6 +105,9 @@ async fn serve_connection(
     app: Arc<App>,
     mut on_drain: watch::Receiver<bool>,
 ) {
+    // An idle connection may be waiting on a slow upstream: allow for that.
+    let idle_timeout =
+        KEEP_ALIVE_IDLE_TIMEOUT.max(app.config.upstream_timeout + IDLE_CHECK_INTERVAL * 10);
     let activity = Activity::new();
     let io = TokioIo::new(Tracked::new(stream, activity.clone()));
     let service = TowerToHyperService::new(service(app, peer));
@@ -124,10 +127,15 @@ async fn serve_connection(
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }
-            _ = watchdog.tick(), if !closing => {
+            _ = watchdog.tick() => {
                 let (idle, spoke) = activity.idle();
-                let limit = if spoke { KEEP_ALIVE_IDLE_TIMEOUT } else { HEADER_READ_TIMEOUT };
-                if idle >= limit {
+                let limit = if spoke { idle_timeout } else { HEADER_READ_TIMEOUT };
+                if idle >= limit * 2 {
+                    // Still nothing moving after being asked to finish: a
+                    // client that stopped reading. Drop the connection.
+                    return;
+                }
+                if idle >= limit && !closing {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
                 }

@@ -1,8 +1,8 @@
 //! Login throttling, in memory (moka): per username and client address, five
 //! failures in fifteen minutes lock that pair out until the window passes,
 //! even with the right password; per client address, thirty attempts a
-//! minute. Windows are fixed from their first event, so `Retry-After` is
-//! exact.
+//! minute, registrations included. Windows are fixed from their first event,
+//! so `Retry-After` is exact.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -57,32 +57,72 @@ impl LoginThrottle {
         }
     }
 
-    /// Counts a login attempt for `username_key` from `client`; `Err` with
-    /// the wait when it must be refused.
-    pub fn attempt(&self, username_key: &str, client: IpAddr) -> Result<(), Duration> {
-        if let Some(failures) = self.failures.get(&(username_key.to_string(), client))
-            && failures.count.load(Ordering::Relaxed) >= FAILURE_LIMIT
-        {
-            return Err(failures.retry_after(FAILURE_WINDOW));
+    /// Starts a password check for `key` (a username, or another name for
+    /// what is being guessed) from `client`; `Err` with the wait when it must
+    /// be refused. The check counts as a failure from the start, so that
+    /// concurrent guesses cannot slip past the limit while they are being
+    /// verified: a success clears the pair's failures, a check that ends
+    /// without a verdict gives its count back.
+    pub fn begin(&self, key: &str, client: IpAddr) -> Result<Attempt<'_>, Duration> {
+        self.address_attempt(client)?;
+        let pair = (key.to_string(), client);
+        let failures = self.failures.get_with(pair.clone(), new_window);
+        let reserved = failures
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < FAILURE_LIMIT).then_some(count + 1)
+            });
+        match reserved {
+            Ok(_) => Ok(Attempt {
+                throttle: self,
+                pair,
+                failures,
+                verdict: false,
+            }),
+            Err(_) => Err(failures.retry_after(FAILURE_WINDOW)),
         }
+    }
+
+    /// Counts a registration from `client` against its attempts budget.
+    pub fn registration(&self, client: IpAddr) -> Result<(), Duration> {
+        self.address_attempt(client)
+    }
+
+    fn address_attempt(&self, client: IpAddr) -> Result<(), Duration> {
         let attempts = self.attempts.get_with(client, new_window);
         if attempts.count.fetch_add(1, Ordering::Relaxed) >= ATTEMPT_LIMIT {
             return Err(attempts.retry_after(ATTEMPT_WINDOW));
         }
         Ok(())
     }
+}
 
-    pub fn failed(&self, username_key: &str, client: IpAddr) {
-        let failures = self
-            .failures
-            .get_with((username_key.to_string(), client), new_window);
-        failures.count.fetch_add(1, Ordering::Relaxed);
+/// One password check under way, counted as a failure until it succeeds.
+pub struct Attempt<'a> {
+    throttle: &'a LoginThrottle,
+    pair: (String, IpAddr),
+    failures: Arc<Window>,
+    verdict: bool,
+}
+
+impl Attempt<'_> {
+    /// The password was wrong: the failure stands.
+    pub fn failed(mut self) {
+        self.verdict = true;
     }
 
-    /// A successful login clears the pair's failures.
-    pub fn succeeded(&self, username_key: &str, client: IpAddr) {
-        self.failures
-            .invalidate(&(username_key.to_string(), client));
+    /// The password was right: the pair's failures are forgiven.
+    pub fn succeeded(mut self) {
+        self.verdict = true;
+        self.throttle.failures.invalidate(&self.pair);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.verdict {
+            self.failures.count.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -105,40 +145,60 @@ mod tests {
     fn five_failures_lock_the_pair_only() {
         let throttle = LoginThrottle::new();
         for _ in 0..FAILURE_LIMIT {
-            assert!(throttle.attempt("alice", ip(1)).is_ok());
-            throttle.failed("alice", ip(1));
+            throttle.begin("alice", ip(1)).unwrap().failed();
         }
-        let wait = throttle.attempt("alice", ip(1)).unwrap_err();
+        let wait = throttle.begin("alice", ip(1)).err().unwrap();
         assert!(
             wait > Duration::from_secs(14 * 60) && wait <= FAILURE_WINDOW,
             "{wait:?}"
         );
-        assert!(throttle.attempt("alice", ip(2)).is_ok(), "another address");
-        assert!(throttle.attempt("bob", ip(1)).is_ok(), "another user");
+        assert!(throttle.begin("alice", ip(2)).is_ok(), "another address");
+        assert!(throttle.begin("bob", ip(1)).is_ok(), "another user");
+    }
+
+    #[test]
+    fn concurrent_guesses_cannot_pass_the_limit() {
+        let throttle = LoginThrottle::new();
+        let in_flight: Vec<_> = (0..FAILURE_LIMIT)
+            .map(|_| throttle.begin("alice", ip(1)).unwrap())
+            .collect();
+        assert!(
+            throttle.begin("alice", ip(1)).is_err(),
+            "five guesses are already under way"
+        );
+        drop(in_flight);
+        assert!(
+            throttle.begin("alice", ip(1)).is_ok(),
+            "undecided checks give their count back"
+        );
     }
 
     #[test]
     fn success_before_the_limit_clears_failures() {
         let throttle = LoginThrottle::new();
         for _ in 0..FAILURE_LIMIT - 1 {
-            throttle.failed("alice", ip(1));
+            throttle.begin("alice", ip(1)).unwrap().failed();
         }
-        throttle.succeeded("alice", ip(1));
-        throttle.failed("alice", ip(1));
-        assert!(throttle.attempt("alice", ip(1)).is_ok());
+        throttle.begin("alice", ip(1)).unwrap().succeeded();
+        throttle.begin("alice", ip(1)).unwrap().failed();
+        assert!(throttle.begin("alice", ip(1)).is_ok());
     }
 
     #[test]
     fn an_address_gets_thirty_attempts_a_minute() {
         let throttle = LoginThrottle::new();
         for n in 0..ATTEMPT_LIMIT {
-            assert!(throttle.attempt(&format!("user{n}"), ip(3)).is_ok());
+            throttle.begin(&format!("user{n}"), ip(3)).unwrap().failed();
         }
-        let wait = throttle.attempt("someone", ip(3)).unwrap_err();
+        let wait = throttle.begin("someone", ip(3)).err().unwrap();
         assert!(
             wait <= ATTEMPT_WINDOW && wait > Duration::from_secs(50),
             "{wait:?}"
         );
-        assert!(throttle.attempt("someone", ip(4)).is_ok());
+        assert!(throttle.registration(ip(4)).is_ok());
+        assert!(
+            throttle.registration(ip(3)).is_err(),
+            "registrations share the budget"
+        );
     }
 }

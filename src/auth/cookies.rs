@@ -73,7 +73,9 @@ pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
+        // Cookies of other applications may carry UTF-8, which `to_str`
+        // refuses; ours are ASCII either way.
+        .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
         .find(|cookie| cookie.name() == name)

@@ -23,6 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::cli::KeyAlg;
 
 const RECORD_FILE: &str = "keys.json";
+/// A gateway may go on signing with a key this long after it was retired,
+/// until it notices the rotation (it checks every two seconds).
+pub const ROTATION_PICKUP_MARGIN_MS: i64 = 60_000;
 const LOCK_FILE: &str = ".lock";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +94,12 @@ impl From<KeyAlg> for KeyAlgName {
 #[derive(Default, Serialize, Deserialize)]
 struct Record {
     keys: Vec<KeyRecord>,
+    /// The longest a token signed with these keys can be accepted (access
+    /// TTL plus leeway), the most any gateway serving them has declared:
+    /// pruning waits this long after a retirement, whatever the pruning
+    /// command's own flags say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_lifetime_ms: Option<i64>,
 }
 
 /// A key read from the directory: its record, its private half for signing
@@ -239,9 +248,38 @@ impl KeyDir {
     }
 
     /// Deletes retired keys retired before `retired_before`. Returns their kids.
-    pub fn prune(&self, retired_before: i64) -> anyhow::Result<Vec<String>> {
+    /// Records that a gateway serves these keys with tokens accepted for up
+    /// to `token_lifetime_ms`.
+    pub fn declare_token_lifetime(&self, token_lifetime_ms: i64) -> anyhow::Result<()> {
         let _lock = self.lock()?;
         let mut record = self.read_record()?;
+        if record
+            .token_lifetime_ms
+            .is_some_and(|declared| declared >= token_lifetime_ms)
+        {
+            return Ok(());
+        }
+        record.token_lifetime_ms = Some(token_lifetime_ms);
+        self.write_record(&record)
+    }
+
+    /// The longest a token can be accepted: `token_lifetime_ms` or what a
+    /// serving gateway declared, whichever is longer.
+    pub fn token_lifetime_ms(&self, token_lifetime_ms: i64) -> anyhow::Result<i64> {
+        let _lock = self.lock()?;
+        let declared = self.read_record()?.token_lifetime_ms.unwrap_or(0);
+        Ok(declared.max(token_lifetime_ms))
+    }
+
+    /// Deletes the retired keys that no unexpired token can carry at `now`:
+    /// retired longer ago than the token lifetime (at least the declared
+    /// one), plus the time gateways take to notice a rotation. Returns
+    /// their kids.
+    pub fn prune(&self, now: i64, token_lifetime_ms: i64) -> anyhow::Result<Vec<String>> {
+        let _lock = self.lock()?;
+        let mut record = self.read_record()?;
+        let lifetime = record.token_lifetime_ms.unwrap_or(0).max(token_lifetime_ms);
+        let retired_before = now - lifetime - ROTATION_PICKUP_MARGIN_MS;
         let (pruned, kept): (Vec<_>, Vec<_>) = record.keys.into_iter().partition(|key| {
             key.state == KeyState::Retired && key.retired_at.is_some_and(|at| at < retired_before)
         });
@@ -461,11 +499,18 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
 
+        let lifetime = 1_000;
+        let first_prunable = 3_000 + lifetime + ROTATION_PICKUP_MARGIN_MS + 1;
+        assert!(keys.prune(first_prunable - 1, lifetime).unwrap().is_empty());
+        keys.declare_token_lifetime(5_000).unwrap();
         assert!(
-            keys.prune(3_000).unwrap().is_empty(),
-            "retired at 3000 is not before 3000"
+            keys.prune(first_prunable, lifetime).unwrap().is_empty(),
+            "a longer declared lifetime wins over the caller's"
         );
-        assert_eq!(keys.prune(3_001).unwrap(), vec![active.clone()]);
+        assert_eq!(
+            keys.prune(first_prunable + 4_000, lifetime).unwrap(),
+            vec![active.clone()]
+        );
         assert!(!keys.pem_path(&active).exists());
         assert_eq!(keys.load().unwrap().len(), 2);
     }

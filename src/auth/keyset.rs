@@ -157,10 +157,13 @@ pub struct Keys {
     dir: KeyDir,
     store: Store,
     token_lifetime_ms: i64,
+    /// The keys directory as last read.
+    local: Mutex<Arc<Vec<LocalKey>>>,
     /// Keys recorded by every instance, as last read from the database.
     recorded: Mutex<Vec<RecordedKey>>,
-    /// When the recorded keys were last re-read for an unknown `kid`.
-    last_unknown_kid_refresh: Mutex<Option<Instant>>,
+    /// When the recorded keys were last re-read for an unknown `kid`; held
+    /// while one is under way, so that concurrent callers wait for it.
+    unknown_kid_refresh: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// How often an unknown `kid` may trigger a re-read of the recorded keys.
@@ -191,8 +194,9 @@ impl Keys {
             dir,
             store,
             token_lifetime_ms,
+            local: Mutex::new(Arc::new(local)),
             recorded: Mutex::new(recorded),
-            last_unknown_kid_refresh: Mutex::new(None),
+            unknown_kid_refresh: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -204,31 +208,39 @@ impl Keys {
         &self.dir
     }
 
-    /// Re-reads the directory and the recorded keys and swaps in a new set.
-    /// With the database unreachable, the last recorded keys are kept.
+    /// Re-reads the directory and the recorded keys, marks this instance's
+    /// keys as held, and swaps in a new set. The keys it signs with are
+    /// marked held even when the directory cannot be read right now, and with
+    /// the database unreachable the last recorded keys are kept.
     pub async fn reload(&self) -> anyhow::Result<()> {
-        let local = self.dir.load()?;
+        let read = self.dir.load().map(|local| {
+            *self.local.lock().expect("not poisoned") = Arc::new(local);
+        });
+        let local = self.local.lock().expect("not poisoned").clone();
         if let Err(error) = self.store.record_keys(&to_records(&local)?, now_ms()).await {
             tracing::warn!(%error, "cannot record the public keys; will retry on the next reload");
         }
         self.refresh_recorded().await;
-        self.rebuild(&local)
+        self.rebuild(&local)?;
+        read
     }
 
     /// On a token with an unknown `kid`: re-read the recorded keys, at most
-    /// once per second. Returns whether a re-read happened.
+    /// once per second; callers arriving while a re-read is under way wait
+    /// for it. Returns whether the caller should look again.
     pub async fn refresh_for_unknown_kid(&self) -> bool {
-        {
-            let mut last = self.last_unknown_kid_refresh.lock().expect("not poisoned");
-            if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_REFRESH_INTERVAL) {
-                return false;
-            }
-            *last = Some(Instant::now());
+        let mut last = self.unknown_kid_refresh.lock().await;
+        if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_REFRESH_INTERVAL) {
+            // Someone re-read the keys a moment ago: the set is as fresh as
+            // it gets.
+            return true;
         }
+        *last = Some(Instant::now());
         if !self.refresh_recorded().await {
             return false;
         }
-        match self.dir.load().and_then(|local| self.rebuild(&local)) {
+        let local = self.local.lock().expect("not poisoned").clone();
+        match self.rebuild(&local) {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(%error, "cannot rebuild the key set");

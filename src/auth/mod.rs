@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
-use http::HeaderMap;
 use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue};
 use moka::sync::Cache;
 
 use self::cookies::{ACCESS_COOKIE, find_cookie};
@@ -45,13 +45,7 @@ pub struct PresentedToken<'a> {
 /// The `Authorization: Bearer` token if there is one, else the access cookie.
 /// Tokens in the query string are never read.
 pub fn presented_token(headers: &HeaderMap) -> Option<PresentedToken<'_>> {
-    let bearer = headers
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            let (scheme, token) = value.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
+    let bearer = headers.get_all(AUTHORIZATION).iter().find_map(bearer_token);
     if let Some(token) = bearer {
         return Some(PresentedToken {
             token,
@@ -64,6 +58,28 @@ pub fn presented_token(headers: &HeaderMap) -> Option<PresentedToken<'_>> {
             token,
             source: CredentialSource::Cookie,
         })
+}
+
+/// The one reading of `Authorization` values: the `Bearer` scheme, in any
+/// case, then whitespace, then the token.
+pub fn bearer_token(value: &HeaderValue) -> Option<&str> {
+    let value = value.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(|c: char| c.is_ascii_whitespace())?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Whether an `Authorization` value uses the bearer scheme at all, however
+/// malformed, so that it can be withheld from the upstream.
+pub fn is_bearer_scheme(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let rest = &bytes[start..];
+    rest.len() >= 6
+        && rest[..6].eq_ignore_ascii_case(b"bearer")
+        && rest.get(6).is_none_or(|b| b.is_ascii_whitespace())
 }
 
 /// A request's verified identity.
@@ -117,10 +133,6 @@ impl Authenticator {
                 // process, so still safe against flooding).
                 .build_with_hasher(RandomState::default()),
         }
-    }
-
-    pub fn expectations(&self) -> &Expectations {
-        &self.expect
     }
 
     /// The identity of a request that must carry an access token.

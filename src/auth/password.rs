@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
@@ -18,6 +19,19 @@ use crate::domain::Password;
 const MEMORY_KIB: u32 = 19_456;
 const ITERATIONS: u32 = 2;
 const PARALLELISM: u32 = 1;
+
+/// How long a request waits for a hashing slot before it is turned away:
+/// a flood of logins or registrations queues, but never without bound.
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashingError {
+    /// Every hashing slot stayed taken for [`QUEUE_TIMEOUT`].
+    #[error("too many password checks are waiting")]
+    Busy,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verification {
@@ -57,7 +71,7 @@ impl Passwords {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
+    pub async fn hash(&self, password: &Password) -> Result<String, HashingError> {
         let password = password.clone();
         self.run_bounded(move || hash_now(password.expose().as_bytes()))
             .await
@@ -69,7 +83,7 @@ impl Passwords {
         &self,
         password: &Password,
         stored: Option<&str>,
-    ) -> anyhow::Result<Verification> {
+    ) -> Result<Verification, HashingError> {
         let password = password.clone();
         let (stored, is_dummy) = match stored {
             Some(stored) => (stored.to_string(), false),
@@ -86,20 +100,27 @@ impl Passwords {
         .await
     }
 
+    /// Runs `work` on the blocking pool once a hashing slot is free, waiting
+    /// at most [`QUEUE_TIMEOUT`] for one.
     async fn run_bounded<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-    ) -> anyhow::Result<T> {
+    ) -> Result<T, HashingError> {
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let permit = self.permits.clone().acquire_owned().await;
+        let permit =
+            tokio::time::timeout(QUEUE_TIMEOUT, self.permits.clone().acquire_owned()).await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
-        let permit = permit.context("the password hasher is shut down")?;
-        tokio::task::spawn_blocking(move || {
+        let permit = match permit {
+            Err(_) => return Err(HashingError::Busy),
+            Ok(permit) => permit.context("the password hasher is shut down")?,
+        };
+        let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             work()
         })
         .await
-        .context("password hashing task failed")?
+        .context("password hashing task failed")?;
+        Ok(result?)
     }
 }
 

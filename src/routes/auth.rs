@@ -1,6 +1,6 @@
 //! `/api/auth/…`: accounts, sessions and the tokens they yield.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use http::header::{CACHE_CONTROL, SET_COOKIE, USER_AGENT};
 use http::request::Parts;
@@ -18,7 +18,7 @@ use crate::auth::refresh::{hash_refresh_token, new_refresh_token};
 use crate::auth::tokens::{self, AccessClaims, Audience, RejectReason};
 use crate::body::{Body, json, no_content};
 use crate::client::{PeerAddr, client_ip};
-use crate::domain::{Password, Secret, SessionId, UserId, Username, now_ms};
+use crate::domain::{Password, Secret, SessionId, UserId, Username, now_ms, rfc3339};
 use crate::error::ApiError;
 use crate::store::{NewSession, NewUser, Rotation, SessionOwner, StoreError, User};
 
@@ -91,11 +91,12 @@ pub async fn register(app: &App, request: Request) -> Result<Response<Body>, Api
     }
     let (parts, body) = request.into_parts();
     let (username, password) = parse_credentials(parse_json(&read_body(body).await?)?)?;
-    let password_hash = app
-        .passwords
-        .hash(&password)
-        .await
-        .map_err(ApiError::Internal)?;
+    // Each registration costs a password hash: it counts against the
+    // address's attempts like a login.
+    app.throttle
+        .registration(client_address(app, &parts))
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    let password_hash = app.passwords.hash(&password).await?;
     let now = now_ms();
     let user = app
         .store
@@ -117,29 +118,29 @@ pub async fn register(app: &App, request: Request) -> Result<Response<Body>, Api
 pub async fn login(app: &App, request: Request) -> Result<Response<Body>, ApiError> {
     let (parts, body) = request.into_parts();
     let (username, password) = parse_credentials(parse_json(&read_body(body).await?)?)?;
-    let client = client_address(app, &parts);
-    let username_key = username.key();
-    if let Err(retry_after) = app.throttle.attempt(&username_key, client) {
-        app.metrics.login("rate_limited");
-        return Err(ApiError::RateLimited { retry_after });
-    }
+    let attempt = match app
+        .throttle
+        .begin(&username.key(), client_address(app, &parts))
+    {
+        Ok(attempt) => attempt,
+        Err(retry_after) => {
+            app.metrics.login("rate_limited");
+            return Err(ApiError::RateLimited { retry_after });
+        }
+    };
     let user = app.store.user_by_username(&username).await?;
     let stored_hash = user.as_ref().map(|user| user.password_hash.as_str());
     // Unknown users are verified against a dummy hash: same answer, same time.
-    let verification = app
-        .passwords
-        .verify(&password, stored_hash)
-        .await
-        .map_err(ApiError::Internal)?;
+    let verification = app.passwords.verify(&password, stored_hash).await?;
     let (user, rehashed) = match (user, verification) {
         (Some(user), Verification::Valid { rehashed }) => (user, rehashed),
         _ => {
-            app.throttle.failed(&username_key, client);
+            attempt.failed();
             app.metrics.login("invalid_credentials");
             return Err(ApiError::InvalidCredentials);
         }
     };
-    app.throttle.succeeded(&username_key, client);
+    attempt.succeeded();
     if user.disabled {
         app.metrics.login("account_disabled");
         return Err(ApiError::AccountDisabled);
@@ -191,10 +192,7 @@ async fn start_session(
 
 /// The client's address: the socket peer, or what a trusted proxy forwarded.
 fn client_address(app: &App, parts: &Parts) -> IpAddr {
-    let peer = parts
-        .extensions
-        .get::<PeerAddr>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.0.ip());
+    let peer = PeerAddr::ip_of(&parts.extensions);
     client_ip(&parts.headers, peer, &app.config.trusted_proxies)
 }
 
@@ -450,15 +448,26 @@ pub async fn change_password(app: &App, request: Request) -> Result<Response<Bod
         .user_by_id(&user_id)
         .await?
         .ok_or(ApiError::InvalidToken(RejectReason::Revoked))?;
-    let verification = app
+    // Guessing the current password with a stolen token is throttled like
+    // guessing it at login.
+    let attempt = app
+        .throttle
+        .begin(
+            &format!("password-change:{}", user.id),
+            client_address(app, &parts),
+        )
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    if app
         .passwords
         .verify(&current, Some(&user.password_hash))
-        .await
-        .map_err(ApiError::Internal)?;
-    if verification == Verification::Invalid {
+        .await?
+        == Verification::Invalid
+    {
+        attempt.failed();
         return Err(ApiError::InvalidCredentials);
     }
-    let new_hash = app.passwords.hash(&new).await.map_err(ApiError::Internal)?;
+    attempt.succeeded();
+    let new_hash = app.passwords.hash(&new).await?;
     let current_session = SessionId(identity.claims.sid.clone());
     let revoked = app
         .store
@@ -468,10 +477,4 @@ pub async fn change_password(app: &App, request: Request) -> Result<Response<Bod
     app.revocations.insert_all(&revoked);
     tracing::info!(user_id = %user.id, revoked_sessions = revoked.len(), "password changed");
     Ok(as_user(no_content(StatusCode::NO_CONTENT), &identity))
-}
-
-/// Unix milliseconds as an RFC 3339 timestamp.
-fn rfc3339(unix_ms: i64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(time).to_string()
 }

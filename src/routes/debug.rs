@@ -61,10 +61,18 @@ pub async fn session(app: &App, request: &Request) -> Response<Body> {
     let now = now_ms() / 1000;
     let presented = presented_token(headers);
     let credentials = Credentials {
-        authorization_scheme: headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .map(|value| value.split(' ').next().unwrap_or("").to_string()),
+        // The scheme only: a header that is all token must not be echoed.
+        authorization_scheme: headers.get(AUTHORIZATION).map(|value| {
+            let value = value.to_str().unwrap_or("");
+            match value.split_once(|c: char| c.is_ascii_whitespace()) {
+                Some((scheme, _))
+                    if scheme.len() <= 20 && scheme.chars().all(|c| c.is_ascii_alphabetic()) =>
+                {
+                    scheme.to_string()
+                }
+                _ => "(no scheme)".to_string(),
+            }
+        }),
         cookies: [ACCESS_COOKIE, REFRESH_COOKIE]
             .into_iter()
             .filter(|name| find_cookie(headers, name).is_some())

@@ -42,7 +42,7 @@ struct UpstreamHealth {
 
 /// 503 when the database does not answer; everything else is reported.
 pub async fn detailed(app: &App) -> Response<Body> {
-    let ping = app.store.ping().await;
+    let (ping, upstream_ok) = tokio::join!(app.store.ping(), app.proxy.upstream_reachable());
     let keys = app.keys.current();
     let database = DatabaseHealth {
         ok: ping.is_ok(),
@@ -60,7 +60,11 @@ pub async fn detailed(app: &App) -> Response<Body> {
     json(
         status,
         &Detailed {
-            status: if database.ok { "ok" } else { "degraded" },
+            status: if database.ok && upstream_ok != Some(false) {
+                "ok"
+            } else {
+                "degraded"
+            },
             version: env!("CARGO_PKG_VERSION"),
             uptime_s: app.started_at.elapsed().as_secs(),
             database,
@@ -69,8 +73,8 @@ pub async fn detailed(app: &App) -> Response<Body> {
                 count: keys.len(),
             },
             upstream: UpstreamHealth {
-                configured: app.config.upstream.is_some(),
-                ok: None,
+                configured: app.proxy.is_configured(),
+                ok: upstream_ok,
             },
         },
     )

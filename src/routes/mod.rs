@@ -11,8 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use std::net::{IpAddr, Ipv4Addr};
-
 use http::header::{ALLOW, ORIGIN};
 use http::{HeaderValue, Method, Response};
 use http_body_util::{BodyExt, Limited};
@@ -23,7 +21,7 @@ use crate::app::App;
 use crate::auth::presented_token;
 use crate::auth::tokens::AccessClaims;
 use crate::body::Body;
-use crate::client::PeerAddr;
+use crate::client::{PeerAddr, is_trusted_proxy};
 use crate::domain::now_ms;
 use crate::error::ApiError;
 use crate::paths;
@@ -222,15 +220,8 @@ async fn forward(app: &Arc<App>, request: Request, path: &str) -> Result<Respons
             Err(reason) => return Err(ApiError::InvalidToken(reason)),
         },
     };
-    let peer = request
-        .extensions()
-        .get::<PeerAddr>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.0.ip());
-    let peer_is_trusted = app
-        .config
-        .trusted_proxies
-        .iter()
-        .any(|net| net.contains(&peer));
+    let peer = PeerAddr::ip_of(request.extensions());
+    let peer_is_trusted = is_trusted_proxy(peer, &app.config.trusted_proxies);
     let mut response = app
         .proxy
         .forward(

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::Request;
 use crate::app::App;
 use crate::body::{Body, full, json};
-use crate::client::PeerAddr;
+use crate::client::{PeerAddr, is_trusted_proxy};
 
 /// Verifiers may cache the key set this long; a rotation publishes the next
 /// key well before it signs, so caching never hides a signing key.
@@ -31,7 +31,9 @@ struct Discovery {
 }
 
 pub fn openid_configuration(app: &App, request: &Request) -> Response<Body> {
-    let base = public_base_url(app, request);
+    let configured = configured_base_url(app);
+    let cacheable = configured.is_some();
+    let base = configured.unwrap_or_else(|| request_base_url(app, request));
     let mut response = json(
         StatusCode::OK,
         &Discovery {
@@ -41,26 +43,31 @@ pub fn openid_configuration(app: &App, request: &Request) -> Response<Body> {
             token_endpoint_auth_methods_supported: ["none"],
         },
     );
+    // A base URL taken from the request's Host must not be cached for others.
+    let cache = if cacheable { JWKS_MAX_AGE } else { "no-store" };
     response
         .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static(JWKS_MAX_AGE));
+        .insert(CACHE_CONTROL, HeaderValue::from_static(cache));
     response
 }
 
-/// Where clients reach the gateway: the issuer when it is a URL, else the
-/// request's own scheme and host (as a trusted proxy forwarded them).
-fn public_base_url(app: &App, request: &Request) -> String {
+/// Where clients reach the gateway, when the configuration says: the issuer,
+/// if it is a URL.
+fn configured_base_url(app: &App) -> Option<String> {
     let issuer = app.config.issuer.trim_end_matches('/');
     if issuer.starts_with("https://") || issuer.starts_with("http://") {
-        return issuer.to_string();
+        return Some(issuer.to_string());
     }
+    None
+}
+
+/// The request's own scheme and host, as a trusted proxy forwarded them.
+fn request_base_url(app: &App, request: &Request) -> String {
     let headers = request.headers();
-    let from_trusted_proxy = request.extensions().get::<PeerAddr>().is_some_and(|peer| {
-        app.config
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(&peer.0.ip()))
-    });
+    let from_trusted_proxy = is_trusted_proxy(
+        PeerAddr::ip_of(request.extensions()),
+        &app.config.trusted_proxies,
+    );
     let forwarded = |name: &str| {
         from_trusted_proxy
             .then(|| headers.get(name).and_then(|v| v.to_str().ok()))

@@ -230,6 +230,26 @@ impl Store {
         .await
     }
 
+    /// Deletes sessions (and, by cascade, their refresh tokens) that can no
+    /// longer matter: expired before `now`, or revoked before
+    /// `revoked_before`. Returns how many went.
+    pub async fn delete_finished_sessions(
+        &self,
+        now: i64,
+        revoked_before: i64,
+    ) -> StoreResult<u64> {
+        self.bounded(async {
+            let result =
+                sqlx::query("DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $2")
+                    .bind(now)
+                    .bind(revoked_before)
+                    .execute(&self.pool)
+                    .await?;
+            Ok(result.rows_affected())
+        })
+        .await
+    }
+
     pub(super) async fn revoke_session_in(
         &self,
         tx: &mut Transaction<'static, Any>,

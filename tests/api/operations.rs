@@ -243,6 +243,69 @@ async fn one_address_gets_thirty_login_attempts_a_minute(backend: Backend) {
     );
 }
 
+async fn registrations_count_against_the_address_budget(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for n in 0..30 {
+        assert_eq!(
+            app.register(&format!("user{n}"), PASSWORD).await.status,
+            StatusCode::CREATED
+        );
+    }
+    app.register("one-more", PASSWORD)
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
+
+async fn guessing_the_current_password_is_throttled(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tokens = app.signed_up("alice").await;
+    for _ in 0..5 {
+        app.change_password(&tokens.access, "not the password", "a new password")
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    app.change_password(&tokens.access, PASSWORD, "a new password")
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
+
+async fn finished_sessions_are_deleted_with_their_refresh_tokens(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tokens = app.signed_up("alice").await;
+    let live = app.signed_up("bob").await;
+    assert_eq!(
+        app.logout(&tokens.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let store = app.deployment.database.store().await;
+    let hash = tollgate::auth::refresh::hash_refresh_token(&tokens.refresh);
+    assert!(
+        store
+            .session_of_refresh_token(&hash)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let now = tollgate::domain::now_ms();
+    let deleted = store.delete_finished_sessions(now, now + 1).await.unwrap();
+    assert_eq!(deleted, 1, "the revoked session goes, the live one stays");
+    assert!(
+        store
+            .session_of_refresh_token(&hash)
+            .await
+            .unwrap()
+            .is_none(),
+        "its refresh tokens went with it"
+    );
+    assert_eq!(app.refresh(&live.refresh).await.status, StatusCode::OK);
+    let expired = store
+        .delete_finished_sessions(now + 32 * 86_400_000, 0)
+        .await
+        .unwrap();
+    assert_eq!(expired, 1, "sessions past their end go too");
+}
+
 async fn metrics_are_prometheus_text_with_the_tollgate_prefix(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let tokens = app.signed_up("alice").await;
@@ -316,6 +379,23 @@ async fn the_debug_endpoint_explains_without_echoing_secrets(backend: Backend) {
         assert!(!text.contains(secret), "the report echoed a secret");
     }
 
+    let schemeless = app
+        .send(
+            Method::GET,
+            "/api/debug/session",
+            &[("authorization", &tokens.access)],
+            None,
+        )
+        .await;
+    assert_eq!(
+        schemeless.json()["credentials"]["authorization_scheme"],
+        "(no scheme)"
+    );
+    assert!(
+        !schemeless.text().contains(&tokens.access),
+        "a token without a scheme is not echoed"
+    );
+
     let expired = app
         .get_with_token("/api/debug/session", "a.b.c")
         .await
@@ -347,6 +427,9 @@ on_both_backends!(
     revoked_sessions_stay_refused_after_a_restart,
     failed_logins_are_throttled_per_user_and_address,
     one_address_gets_thirty_login_attempts_a_minute,
+    registrations_count_against_the_address_budget,
+    guessing_the_current_password_is_throttled,
+    finished_sessions_are_deleted_with_their_refresh_tokens,
     metrics_are_prometheus_text_with_the_tollgate_prefix,
     the_debug_endpoint_explains_without_echoing_secrets,
 );

@@ -179,8 +179,10 @@ async fn hop_by_hop_headers_are_dropped_and_forwarding_headers_set(backend: Back
             "/api/tickets",
             &[
                 ("authorization", &bearer),
-                ("connection", "x-private, keep-alive"),
+                ("connection", "x-private, keep-alive, x-request-id"),
                 ("x-private", "secret"),
+                ("forwarded", "for=6.6.6.6;proto=https"),
+                ("x-real-ip", "6.6.6.6"),
                 ("keep-alive", "timeout=5"),
                 ("te", "trailers"),
                 ("proxy-authorization", "Basic abc"),
@@ -193,7 +195,14 @@ async fn hop_by_hop_headers_are_dropped_and_forwarding_headers_set(backend: Back
         .await;
     assert_eq!(response.status, StatusCode::OK);
     let received = upstream.last();
-    for dropped in ["x-private", "keep-alive", "te", "proxy-authorization"] {
+    for dropped in [
+        "x-private",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "forwarded",
+        "x-real-ip",
+    ] {
         assert!(
             received.header(dropped).is_none(),
             "{dropped} reached the upstream"
@@ -209,8 +218,128 @@ async fn hop_by_hop_headers_are_dropped_and_forwarding_headers_set(backend: Back
         received.header("x-forwarded-host"),
         Some(app.addr.to_string().as_str())
     );
-    assert_eq!(received.header("x-request-id"), Some("trace-me-123"));
+    assert_eq!(
+        received.header("x-request-id"),
+        Some("trace-me-123"),
+        "naming it in Connection does not drop the request id"
+    );
     assert_eq!(response.header("x-request-id"), Some("trace-me-123"));
+}
+
+async fn unverified_bearer_tokens_never_reach_the_upstream_of_a_public_path(backend: Backend) {
+    let (app, upstream) = gateway(backend, &["--public-paths", "/public"]).await;
+    let tokens = app.signed_up("alice").await;
+    assert_eq!(
+        app.logout(&tokens.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    // A revoked token in every spelling an upstream might parse.
+    for authorization in [
+        format!("Bearer {}", tokens.access),
+        format!("bearer\t{}", tokens.access),
+        format!("BEARER   {}", tokens.access),
+        "Bearer".to_string(),
+    ] {
+        let response = app
+            .send(
+                Method::GET,
+                "/public/page",
+                &[("authorization", &authorization)],
+                None,
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{authorization:?}");
+        assert!(
+            upstream.last().header("authorization").is_none(),
+            "{authorization:?} reached the upstream"
+        );
+    }
+    let both = format!("Bearer {}", tokens.access);
+    let request = format!(
+        "GET /public/page HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dXNlcjpwdw==\r\nAuthorization: {both}\r\nConnection: close\r\n\r\n"
+    );
+    assert!(
+        app.raw(request.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let received = upstream.last();
+    let forwarded: Vec<&str> = received
+        .headers
+        .get_all("authorization")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        forwarded,
+        ["Basic dXNlcjpwdw=="],
+        "only the non-bearer credential passes"
+    );
+}
+
+async fn the_upstreams_cors_headers_never_reach_the_browser(backend: Backend) {
+    let (app, _upstream) = gateway(backend, &[]).await;
+    let tokens = app.signed_up("alice").await;
+    let bearer = format!("Bearer {}", tokens.access);
+    let response = app
+        .send(
+            Method::GET,
+            "/cors",
+            &[
+                ("authorization", &bearer),
+                ("origin", "https://evil.example"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK);
+    for name in [
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+    ] {
+        assert!(response.header(name).is_none(), "{name} passed through");
+    }
+}
+
+async fn cookies_of_other_applications_may_carry_utf8(backend: Backend) {
+    let (app, upstream) = gateway(backend, &[]).await;
+    let tokens = app.signed_up("alice").await;
+    let request = format!(
+        "GET /api/tickets HTTP/1.1\r\nHost: x\r\nCookie: name=Zo\u{eb}; tollgate_access={}\r\nConnection: close\r\n\r\n",
+        tokens.access
+    );
+    let answer = app.raw(request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let received = upstream.last();
+    assert_eq!(
+        received.headers.get("cookie").unwrap().as_bytes(),
+        "name=Zo\u{eb}".as_bytes()
+    );
+}
+
+async fn detailed_health_reports_whether_the_upstream_answers(backend: Backend) {
+    let (app, _upstream) = gateway(backend, &[]).await;
+    let health = app
+        .send(Method::GET, "/health/detailed", &[], None)
+        .await
+        .json();
+    assert_eq!(
+        health["upstream"],
+        serde_json::json!({ "configured": true, "ok": true })
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let app = TestApp::spawn_with(backend, &["--upstream", &url]).await;
+    let response = app.send(Method::GET, "/health/detailed", &[], None).await;
+    assert_eq!(
+        response.status,
+        StatusCode::OK,
+        "the upstream does not make the gateway unready"
+    );
+    assert_eq!(response.json()["upstream"]["ok"], false);
+    assert_eq!(response.json()["status"], "degraded");
 }
 
 async fn public_paths_match_whole_segments_after_normalisation(backend: Backend) {
@@ -627,6 +756,10 @@ on_both_backends!(
     methods_paths_queries_and_bodies_pass_through_unchanged,
     upstream_statuses_and_cookies_come_back_unchanged,
     hop_by_hop_headers_are_dropped_and_forwarding_headers_set,
+    unverified_bearer_tokens_never_reach_the_upstream_of_a_public_path,
+    the_upstreams_cors_headers_never_reach_the_browser,
+    cookies_of_other_applications_may_carry_utf8,
+    detailed_health_reports_whether_the_upstream_answers,
     public_paths_match_whole_segments_after_normalisation,
     raw_path_tricks_never_reach_a_protected_route,
     an_unreachable_upstream_is_a_bad_gateway,

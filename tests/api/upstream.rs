@@ -4,6 +4,7 @@
 //! - `/slow/{ms}` answers after a delay;
 //! - `/bytes/{n}` streams `n` bytes of a fixed pattern;
 //! - `/cookies` answers with two `Set-Cookie` headers;
+//! - `/cors` answers with CORS headers of its own;
 //! - anything else answers 200 with a JSON echo of the request:
 //!   `{method, path, query, headers: {name: [values]}, body_len, body_sha256}`.
 
@@ -159,6 +160,12 @@ async fn answer(
             let stream = futures_util::stream::iter(chunks);
             Response::new(StreamBody::new(stream).boxed())
         }
+        ["cors"] => Response::builder()
+            .header("access-control-allow-origin", "*")
+            .header("access-control-allow-credentials", "true")
+            .header("access-control-expose-headers", "x-secret")
+            .body(full(Bytes::from_static(b"{}")))
+            .unwrap(),
         ["cookies"] => Response::builder()
             .header("set-cookie", "upstream_a=1; Path=/")
             .header("set-cookie", "upstream_b=2; Path=/; HttpOnly")
