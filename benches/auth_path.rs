@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
+use http::header::{AUTHORIZATION, COOKIE};
+use http::{HeaderMap, HeaderValue};
 use tollgate::auth::keys::{KeyAlgName, KeyDir};
 use tollgate::auth::keyset::{KeySet, Keys};
 use tollgate::auth::tokens::{self, AccessClaims, Audience, Expectations};
-use tollgate::auth::{Authenticator, CredentialSource, PresentedToken};
+use tollgate::auth::{Authenticator, CredentialSource, PresentedToken, presented_token};
 use tollgate::domain::now_ms;
 use tollgate::revocation::Revocations;
 use tollgate::store::Store;
@@ -107,6 +109,20 @@ fn authenticated_requests(c: &mut Criterion) {
     group.bench_function("reject malformed", |b| {
         b.iter(|| verify("not.a.token").unwrap_err())
     });
+    group.finish();
+
+    // Finding the token in the request: the header, or the cookie among others.
+    let mut group = c.benchmark_group("read token");
+    let mut bearer = HeaderMap::new();
+    bearer.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    group.bench_function("bearer", |b| b.iter(|| presented_token(&bearer).unwrap()));
+    let mut cookie = HeaderMap::new();
+    let value = format!("theme=dark; tollgate_access={token}; lang=en");
+    cookie.insert(COOKIE, HeaderValue::from_str(&value).unwrap());
+    group.bench_function("cookie", |b| b.iter(|| presented_token(&cookie).unwrap()));
     group.finish();
 }
 
