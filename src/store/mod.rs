@@ -13,9 +13,9 @@ mod users;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, Transaction};
+use sqlx::{AnyConnection, AnyPool};
 
 pub use backend::Backend;
 pub use keys::RecordedKey;
@@ -81,8 +81,20 @@ impl Store {
                 Box::pin(async move { backend.prepare_connection(conn).await })
             })
             .connect(&url)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+            .await;
+        let pool = match pool {
+            Ok(pool) => pool,
+            // The pool only says it gave up; one direct attempt says why
+            // (connection refused, unknown host, bad password...).
+            Err(sqlx::Error::PoolTimedOut) => {
+                let cause = match <AnyConnection as sqlx::Connection>::connect(&url).await {
+                    Err(error) => error.to_string(),
+                    Ok(_) => "no connection within the timeout".to_string(),
+                };
+                anyhow::bail!("cannot connect to the database: {cause}")
+            }
+            Err(error) => anyhow::bail!("cannot connect to the database: {error}"),
+        };
         Ok(Store { pool, backend })
     }
 
