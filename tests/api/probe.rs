@@ -8,6 +8,7 @@ use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{Backend, PASSWORD, TestApp};
+use crate::upstream::EchoUpstream;
 
 /// What one run of the probe printed, and how it ended.
 struct ProbeRun {
@@ -92,10 +93,13 @@ async fn probe_url(url: &str, username: &str, password: &str, extra: &[&str]) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_passes_against_a_healthy_gateway_and_ends_its_session() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let upstream = EchoUpstream::start().await;
+    let app = TestApp::spawn_with(Backend::Sqlite, &["--upstream", &upstream.url()]).await;
     let tokens = app.signed_up("alice").await;
 
-    let run = probe(&app, "alice", PASSWORD, &["--path", "/api/auth/me"]).await;
+    // The default proxied path, /api/tickets, through a real upstream.
+    let run = probe(&app, "alice", PASSWORD, &[]).await;
+    assert_eq!(upstream.last().path, "/api/tickets");
 
     assert!(run.success, "{}{}", run.stdout, run.stderr);
     let names: Vec<&str> = run
