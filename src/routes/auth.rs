@@ -298,8 +298,7 @@ pub async fn refresh(app: &App, request: Request) -> Result<Response<Body>, ApiE
         Rotation::Reused { session_id } => {
             app.metrics.refresh("reused");
             app.metrics.refresh_reuse.inc();
-            app.metrics.revoked(1);
-            app.revocations.insert(&session_id);
+            refuse_revoked(app, std::slice::from_ref(&session_id));
             tracing::warn!(session_id = %session_id, reason = "refresh_token_reused", "refresh token reused after the grace; session revoked");
             Err(ApiError::RefreshTokenReused)
         }
@@ -333,12 +332,26 @@ pub async fn logout(app: &App, request: Request) -> Result<Response<Body>, ApiEr
             },
         }
     };
-    if app.store.revoke_session(&session).await? {
-        app.metrics.revoked(1);
-    }
-    app.revocations.insert(&session);
+    revoke_session(app, &session).await?;
     tracing::info!(session_id = %session, "logged out");
     Ok(cleared_cookies(app))
+}
+
+/// Revokes one session, and refuses its access tokens here at once (even if
+/// another instance revoked it first).
+async fn revoke_session(app: &App, session: &SessionId) -> Result<(), ApiError> {
+    if app.store.revoke_session(session).await? {
+        app.metrics.revoked(1);
+    }
+    app.revocations.insert(session);
+    Ok(())
+}
+
+/// Counts sessions this instance just revoked and refuses their access
+/// tokens here at once; other instances learn of them from the database.
+fn refuse_revoked(app: &App, sessions: &[SessionId]) {
+    app.metrics.revoked(sessions.len());
+    app.revocations.insert_all(sessions);
 }
 
 async fn session_of_refresh_token(app: &App, token: Option<&str>) -> Result<SessionId, ApiError> {
@@ -371,8 +384,7 @@ pub async fn logout_all(app: &App, request: Request) -> Result<Response<Body>, A
     let identity = identity(app, &parts).await?;
     let user = UserId(identity.claims.sub.clone());
     let revoked = app.store.revoke_user_sessions(&user, None).await?;
-    app.metrics.revoked(revoked.len());
-    app.revocations.insert_all(&revoked);
+    refuse_revoked(app, &revoked);
     // The current session too, even if the database had already revoked it.
     app.revocations
         .insert(&SessionId(identity.claims.sid.clone()));
@@ -423,10 +435,7 @@ pub async fn delete_session(
     let session = SessionId(id);
     match app.store.session_user(&session).await? {
         Some(owner) if owner.0 == identity.claims.sub => {
-            if app.store.revoke_session(&session).await? {
-                app.metrics.revoked(1);
-            }
-            app.revocations.insert(&session);
+            revoke_session(app, &session).await?;
             tracing::info!(session_id = %session, "session revoked by its owner");
             Ok(as_user(no_content(StatusCode::NO_CONTENT), &identity))
         }
@@ -473,8 +482,7 @@ pub async fn change_password(app: &App, request: Request) -> Result<Response<Bod
         .store
         .change_password(&user.id, &new_hash, Some(&current_session))
         .await?;
-    app.metrics.revoked(revoked.len());
-    app.revocations.insert_all(&revoked);
+    refuse_revoked(app, &revoked);
     tracing::info!(user_id = %user.id, revoked_sessions = revoked.len(), "password changed");
     Ok(as_user(no_content(StatusCode::NO_CONTENT), &identity))
 }
