@@ -134,7 +134,7 @@ pub fn route_class(path: &str) -> &'static str {
 }
 
 /// The path prefixes the gateway keeps for itself.
-pub fn is_owned(path: &str) -> bool {
+fn is_owned(path: &str) -> bool {
     route_class(path) != "proxy"
 }
 
