@@ -11,6 +11,8 @@ ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
+# The context is what .dockerignore allows (manifest, lock file, src/,
+# migrations/, the declared bench); .ci/check-docker-context checks it.
 COPY . .
 # The cache mounts keep the registry and the compiled dependencies between
 # builds; the binary is copied out because the target cache is not part of
@@ -35,11 +37,13 @@ COPY --from=build /out/tollgate /usr/local/bin/tollgate
 # inherits a writable directory.
 COPY --from=build --chown=65532:65532 /out/data /var/lib/tollgate
 
-# PORT makes the gateway listen on 0.0.0.0:$PORT (platforms that inject PORT
-# override it). The SQLite database and the signing keys both live in the
-# one data volume: losing the keys would start new ones, losing the database
-# would log everyone out. For several instances, set DATABASE_URL to Postgres
-# and keep the keys directory on persistent storage all the same.
+# PORT makes the gateway listen on [::]:$PORT, IPv4 and IPv6 (platforms that
+# inject PORT override it). The SQLite database and the signing keys both
+# live in the one data volume: losing the keys would start new ones, losing
+# the database would log everyone out. For several instances, or a platform
+# without persistent disks, set DATABASE_URL to Postgres and
+# TOLLGATE_KEY_STORE=database with TOLLGATE_KEY_ENCRYPTION_KEY: the volume is
+# then not needed.
 ENV PORT=8080 \
     DATABASE_URL=sqlite:///var/lib/tollgate/tollgate.db \
     TOLLGATE_KEYS_DIR=/var/lib/tollgate/keys \
