@@ -13,6 +13,7 @@ mod process;
 mod proxy;
 mod refresh;
 mod restart;
+mod rolling;
 mod routes;
 mod sessions;
 mod tokens;

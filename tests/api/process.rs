@@ -34,8 +34,13 @@ impl Deref for Process {
 
 impl Process {
     pub async fn start(deployment: &Deployment, extra: &[&str]) -> Process {
+        Process::start_on("127.0.0.1:0", deployment, extra).await
+    }
+
+    /// A gateway process listening on `listen` (a restart on the same port).
+    pub async fn start_on(listen: &str, deployment: &Deployment, extra: &[&str]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--listen", listen, "--log-format", "json"])
             .args(["--database-url", &deployment.database_url])
             .arg("--keys-dir")
             .arg(deployment.keys_dir())
@@ -78,6 +83,11 @@ impl Process {
 
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// The logs as they keep growing, also after the process is gone.
+    pub fn logs_handle(&self) -> Arc<Mutex<String>> {
+        self.logs.clone()
     }
 
     pub fn signal(&self, signal: &str) {

@@ -1,0 +1,492 @@
+//! Guarantee 6 of the contract: three gateway processes on one Postgres
+//! database behind a real nginx, restarted one at a time with SIGTERM while
+//! several clients keep proxying and refreshing. No request fails and nobody
+//! is logged out.
+//!
+//! nginx is the load balancer as a platform's would be: keep-alive
+//! connections to the instances, and `proxy_next_upstream error timeout
+//! non_idempotent`, so a request that meets a closing instance (its listener
+//! gone, or a keep-alive connection it closed while the request was on the
+//! way) is sent to the next one. For a refresh that is safe under the
+//! contract: the same refresh token presented again within the reuse grace
+//! is answered, in the same session.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, Deployment, GatewayClient, PASSWORD, Tokens};
+use crate::process::Process;
+use crate::upstream::EchoUpstream;
+
+const INSTANCES: usize = 3;
+/// Clients proxying quick GETs, and clients whose GETs take a while, so
+/// that requests are in flight on the instance that is being stopped.
+const CLIENTS: usize = 4;
+const SLOW_CLIENTS: usize = 3;
+const SLOW_PATH: &str = "/slow/600";
+/// Each client refreshes this often, and proxies GETs in between.
+const REFRESH_EVERY: Duration = Duration::from_millis(300);
+const PAUSE_BETWEEN_REQUESTS: Duration = Duration::from_millis(10);
+/// How long nginx leaves an instance out after a failed attempt.
+const NGINX_FAIL_TIMEOUT_S: u64 = 2;
+/// Load before the first restart, and between a restart and the next one:
+/// longer than nginx's fail timeout, so the restarted instance is back in
+/// the rotation before the next one leaves it.
+const SETTLE: Duration = Duration::from_secs(NGINX_FAIL_TIMEOUT_S + 2);
+
+/// nginx as a child process, in a directory of its own, balancing over
+/// `upstreams`.
+struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl Nginx {
+    fn start(upstreams: &[SocketAddr]) -> Nginx {
+        let binary = nginx_binary().expect(
+            "nginx is not installed: this test needs it as its load balancer \
+             (apt-get install nginx; .ci/run installs it)",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let servers: String = upstreams
+            .iter()
+            .map(|addr| {
+                format!("        server {addr} max_fails=1 fail_timeout={NGINX_FAIL_TIMEOUT_S}s;\n")
+            })
+            .collect();
+        let d = dir.path().display();
+        let config = format!(
+            r#"worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    log_format upstreams '$msec $request_method $uri $status upstream=$upstream_addr upstream_status=$upstream_status';
+    access_log {d}/access.log upstreams;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream tollgate {{
+{servers}        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://tollgate;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_connect_timeout 1s;
+            # A request that meets a closing instance goes to the next one,
+            # POST included (a refresh retried within the grace is answered).
+            proxy_next_upstream error timeout non_idempotent;
+            proxy_next_upstream_tries {INSTANCES};
+            proxy_next_upstream_timeout 10s;
+        }}
+    }}
+}}
+"#
+        );
+        let config_path = dir.path().join("nginx.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting nginx");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "nginx exited ({status}):\n{}",
+                    read(&dir.path().join("error.log"))
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nginx did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx { child, dir, addr }
+    }
+
+    fn error_log(&self) -> String {
+        read(&self.dir.path().join("error.log"))
+    }
+
+    fn access_log(&self) -> String {
+        read(&self.dir.path().join("access.log"))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // The master stops its worker on SIGTERM; SIGKILL would orphan it.
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_binary() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("nginx"));
+    on_path
+        .chain(["/usr/sbin/nginx".into()])
+        .find(|candidate| candidate.is_file())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// What happened when, for the failure message.
+#[derive(Clone)]
+struct Timeline {
+    started: Instant,
+    events: Arc<Mutex<Vec<String>>>,
+}
+
+impl Timeline {
+    fn new() -> Timeline {
+        Timeline {
+            started: Instant::now(),
+            events: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn note(&self, event: String) {
+        let at = self.started.elapsed().as_secs_f64();
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("{at:8.3}s {event}"));
+    }
+
+    fn text(&self) -> String {
+        self.events.lock().unwrap().join("\n")
+    }
+}
+
+/// How many requests an instance answered after it logged the start of its
+/// shutdown: those that were in flight when SIGTERM came.
+fn requests_after_shutdown_began(logs: &str) -> usize {
+    logs.lines()
+        .skip_while(|line| !line.contains("shutting down"))
+        .filter(|line| line.contains("\"message\":\"request\""))
+        .count()
+}
+
+/// One request through the load balancer: its status and body, or why it
+/// got none.
+async fn send(
+    lb: &GatewayClient,
+    method: Method,
+    path: &str,
+    access_token: Option<&str>,
+    body: Option<Value>,
+) -> Result<(StatusCode, Bytes), String> {
+    let mut request = Request::builder().method(method).uri(lb.url(path));
+    if let Some(token) = access_token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Bytes::from(body.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let response = lb
+        .http()
+        .request(request.body(Full::new(body)).unwrap())
+        .await
+        .map_err(|error| format!("no answer: {error:?}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|error| format!("{status}, body cut off: {error}"))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// What every client shares: when to stop, how many requests were answered
+/// and how many failed, and the timeline the failures are noted in.
+#[derive(Clone)]
+struct Load {
+    stop: Arc<AtomicBool>,
+    completed: Arc<AtomicUsize>,
+    failures: Arc<AtomicUsize>,
+    timeline: Timeline,
+}
+
+impl Load {
+    fn new(timeline: Timeline) -> Load {
+        Load {
+            stop: Arc::new(AtomicBool::new(false)),
+            completed: Arc::new(AtomicUsize::new(0)),
+            failures: Arc::new(AtomicUsize::new(0)),
+            timeline,
+        }
+    }
+
+    fn failed(&self, what: String) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.timeline.note(format!("FAILED {what}"));
+    }
+
+    fn completed(&self) -> usize {
+        self.completed.load(Ordering::Relaxed)
+    }
+}
+
+/// One client with a session of its own: proxied GETs of `path` with its
+/// newest access token, and a refresh every [`REFRESH_EVERY`], until the
+/// load stops. Every failed request is noted; returns the newest tokens and
+/// how many GETs and refreshes succeeded.
+async fn keep_busy(
+    client: usize,
+    path: &'static str,
+    lb: Arc<GatewayClient>,
+    mut tokens: Tokens,
+    load: Load,
+) -> (Tokens, usize, usize) {
+    let (mut gets, mut refreshes) = (0, 0);
+    let mut last_refresh = Instant::now();
+    while !load.stop.load(Ordering::Relaxed) {
+        if last_refresh.elapsed() >= REFRESH_EVERY {
+            last_refresh = Instant::now();
+            let body = json!({ "refresh_token": tokens.refresh });
+            match send(&lb, Method::POST, "/api/auth/refresh", None, Some(body)).await {
+                Ok((StatusCode::OK, body)) => {
+                    let body: Value = serde_json::from_slice(&body).unwrap();
+                    tokens.access = body["access_token"].as_str().unwrap().to_string();
+                    tokens.refresh = body["refresh_token"].as_str().unwrap().to_string();
+                    refreshes += 1;
+                }
+                Ok((status, body)) => {
+                    load.failed(format!(
+                        "client {client} refresh: {status} {}",
+                        String::from_utf8_lossy(&body)
+                    ));
+                }
+                Err(error) => {
+                    load.failed(format!("client {client} refresh: {error}"));
+                }
+            }
+        } else {
+            match send(&lb, Method::GET, path, Some(&tokens.access), None).await {
+                Ok((StatusCode::OK, _)) => gets += 1,
+                Ok((status, body)) => {
+                    load.failed(format!(
+                        "client {client} GET {path}: {status} {}",
+                        String::from_utf8_lossy(&body)
+                    ));
+                }
+                Err(error) => {
+                    load.failed(format!("client {client} GET {path}: {error}"));
+                }
+            }
+        }
+        load.completed.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(PAUSE_BETWEEN_REQUESTS).await;
+    }
+    (tokens, gets, refreshes)
+}
+
+async fn three_instances_restarted_one_at_a_time_under_load(backend: Backend) {
+    let upstream = EchoUpstream::start().await;
+    let deployment = Deployment::new(backend).await;
+    let upstream_url = upstream.url();
+    let flags = [
+        "--upstream",
+        upstream_url.as_str(),
+        "--trusted-proxies",
+        "127.0.0.1/32",
+    ];
+    let mut instances = Vec::new();
+    for _ in 0..INSTANCES {
+        instances.push(Some(Process::start(&deployment, &flags).await));
+    }
+    let addrs: Vec<SocketAddr> = instances
+        .iter()
+        .map(|instance| instance.as_ref().unwrap().addr)
+        .collect();
+    let nginx = Nginx::start(&addrs);
+    let lb = Arc::new(GatewayClient::new(nginx.addr));
+
+    let timeline = Timeline::new();
+    let load = Load::new(timeline.clone());
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS + SLOW_CLIENTS {
+        let tokens = lb.signed_up(&format!("client{client}")).await;
+        let path = if client < CLIENTS {
+            "/api/tickets"
+        } else {
+            SLOW_PATH
+        };
+        clients.push(tokio::spawn(keep_busy(
+            client,
+            path,
+            lb.clone(),
+            tokens,
+            load.clone(),
+        )));
+    }
+    timeline.note(format!("{} clients busy", CLIENTS + SLOW_CLIENTS));
+    tokio::time::sleep(SETTLE).await;
+
+    // Each instance in turn: SIGTERM, wait for it to exit, start it again on
+    // the same port, and let the load run on before the next one.
+    let mut served_during_restarts = Vec::new();
+    let mut finished_while_draining = Vec::new();
+    for (index, slot) in instances.iter_mut().enumerate() {
+        let instance = slot.take().unwrap();
+        let before = load.completed();
+        timeline.note(format!("SIGTERM to instance {index} ({})", addrs[index]));
+        instance.signal("TERM");
+        let logs = instance.logs_handle();
+        let exit = instance.exit_code(Duration::from_secs(40)).await;
+        // Its last log lines are still on their way through the pipe.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        finished_while_draining.push(requests_after_shutdown_began(&logs.lock().unwrap()));
+        timeline.note(format!("instance {index} exited: {exit:?}"));
+        assert_eq!(exit, Some(0), "instance {index} exit status");
+        let listen = addrs[index].to_string();
+        *slot = Some(Process::start_on(&listen, &deployment, &flags).await);
+        timeline.note(format!("instance {index} listening again"));
+        served_during_restarts.push(load.completed() - before);
+        tokio::time::sleep(SETTLE).await;
+    }
+
+    load.stop.store(true, Ordering::Relaxed);
+    let mut finals = Vec::new();
+    let (mut gets, mut refreshes) = (0, 0);
+    for client in clients {
+        let (tokens, client_gets, client_refreshes) = client.await.unwrap();
+        gets += client_gets;
+        refreshes += client_refreshes;
+        finals.push(tokens);
+    }
+    let failed = load.failures.load(Ordering::Relaxed);
+    eprintln!(
+        "rolling restart: {gets} proxied GETs and {refreshes} refreshes by {} clients, \
+         {failed} failed; requests answered while each instance restarted: \
+         {served_during_restarts:?}; finished by the stopping instance after SIGTERM: \
+         {finished_while_draining:?}",
+        CLIENTS + SLOW_CLIENTS
+    );
+    assert_eq!(
+        failed,
+        0,
+        "requests failed during the rolling restart:\n{}\n\nnginx error log:\n{}\n\nnginx \
+         access log (non-200 only):\n{}",
+        timeline.text(),
+        nginx.error_log(),
+        nginx
+            .access_log()
+            .lines()
+            .filter(|line| !line.contains(" 200 ") && !line.contains(" 201 "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // The load was real: every client kept going, every restart happened
+    // under it, and every restarted instance took its share afterwards.
+    let minimum_refreshes = (SETTLE.as_millis() / REFRESH_EVERY.as_millis()) as usize;
+    assert!(
+        refreshes >= CLIENTS * minimum_refreshes && gets >= refreshes,
+        "too little load: {gets} GETs, {refreshes} refreshes"
+    );
+    assert!(
+        served_during_restarts.iter().all(|&served| served > 0),
+        "no request was answered while an instance restarted: {served_during_restarts:?}"
+    );
+    for (index, instance) in instances.iter().enumerate() {
+        let logs = instance.as_ref().unwrap().logs();
+        assert!(
+            logs.contains("\"path\":\"/api/tickets\""),
+            "restarted instance {index} was given no traffic:\n{logs}"
+        );
+    }
+
+    // Nobody was logged out: each client's newest refresh token refreshes,
+    // and the new access token works through nginx and on every instance.
+    for (client, tokens) in finals.iter().enumerate() {
+        let refreshed = lb.refresh(&tokens.refresh).await;
+        assert_eq!(
+            refreshed.status,
+            StatusCode::OK,
+            "client {client}'s final refresh: {}",
+            refreshed.text()
+        );
+        let tokens = Tokens::from(&refreshed);
+        assert_eq!(lb.me(&tokens.access).await.status, StatusCode::OK);
+        for (index, instance) in instances.iter().enumerate() {
+            let me = instance.as_ref().unwrap().me(&tokens.access).await;
+            assert_eq!(
+                me.status,
+                StatusCode::OK,
+                "client {client} on instance {index}: {}",
+                me.text()
+            );
+            assert_eq!(me.json()["username"], format!("client{client}"));
+        }
+    }
+    // The password still logs in: nothing about the accounts was lost.
+    let login = lb.login("client0", PASSWORD).await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text());
+}
+
+mod postgres_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_instances_restarted_one_at_a_time_under_load() {
+        super::three_instances_restarted_one_at_a_time_under_load(crate::helpers::Backend::Postgres)
+            .await
+    }
+}
