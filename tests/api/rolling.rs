@@ -35,7 +35,9 @@ const SLOW_CLIENTS: usize = 3;
 const SLOW_PATH: &str = "/slow/600";
 /// Each client refreshes this often, and proxies GETs in between.
 const REFRESH_EVERY: Duration = Duration::from_millis(300);
-const PAUSE_BETWEEN_REQUESTS: Duration = Duration::from_millis(10);
+/// A steady stream, not a flood: the suite runs timing-sensitive tests beside
+/// this one on the same cores.
+const PAUSE_BETWEEN_REQUESTS: Duration = Duration::from_millis(40);
 /// How long nginx leaves an instance out after a failed attempt.
 const NGINX_FAIL_TIMEOUT_S: u64 = 2;
 /// Load before the first restart, and between a restart and the next one:
