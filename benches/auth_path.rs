@@ -10,25 +10,27 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderMap, HeaderValue};
-use tollgate::auth::keys::{KeyAlgName, KeyDir};
+use tollgate::auth::credentials::presented_token;
+use tollgate::auth::keydir::KeyDir;
 use tollgate::auth::keyset::{KeySet, Keys};
 use tollgate::auth::tokens::{self, AccessClaims, Audience, Expectations};
-use tollgate::auth::{Authenticator, CredentialSource, PresentedToken, presented_token};
-use tollgate::domain::now_ms;
+use tollgate::auth::{Authenticator, CredentialSource, KeyAlg, PresentedToken};
+use tollgate::domain::{Role, Roles, SessionId, UserId, Username};
 use tollgate::revocation::Revocations;
 use tollgate::store::Store;
+use tollgate::time::{UnixMillis, UnixSeconds};
 
-fn claims(now: i64) -> AccessClaims {
+fn claims(now: UnixSeconds) -> AccessClaims {
     AccessClaims {
         iss: "tollgate".into(),
         aud: Audience::One("tollgate".into()),
-        sub: "6553cb73-4e83-4e5a-b25b-283f3ee92a8e".into(),
+        sub: UserId::parse("6553cb73-4e83-4e5a-b25b-283f3ee92a8e").unwrap(),
         iat: now,
-        exp: now + 900,
+        exp: now.plus(Duration::from_secs(900)),
         jti: "8c8feb7e-76b4-4a3d-a7e5-658254c520b4".into(),
-        sid: "926d5515-15b5-4c6c-b487-0f3563799bfb".into(),
-        preferred_username: "alice".into(),
-        roles: vec!["agent".into()],
+        sid: SessionId::parse("926d5515-15b5-4c6c-b487-0f3563799bfb").unwrap(),
+        preferred_username: Username::parse("alice").unwrap(),
+        roles: Roles::new(vec![Role::parse("agent").unwrap()]),
         nbf: None,
     }
 }
@@ -41,22 +43,28 @@ fn expectations() -> Expectations {
 }
 
 /// A key set of one algorithm, and a token it signed.
-fn key_set(alg: KeyAlgName) -> (KeySet, String) {
+fn key_set(alg: KeyAlg) -> (KeySet, String) {
     let dir = tempfile::tempdir().unwrap();
     let keys = KeyDir::open(dir.path()).unwrap();
-    keys.generate_if_empty(alg, now_ms()).unwrap();
-    let set = KeySet::build(&keys.load().unwrap(), &[], now_ms(), 960_000).unwrap();
-    let token = tokens::issue(&set, &claims(now_ms() / 1000)).unwrap();
+    keys.generate_if_empty(alg, UnixMillis::now()).unwrap();
+    let set = KeySet::build(
+        &keys.load().unwrap(),
+        &[],
+        UnixMillis::now(),
+        Duration::from_secs(960),
+    )
+    .unwrap();
+    let token = tokens::issue(&set, &claims(UnixSeconds::now())).unwrap();
     (set, token)
 }
 
 fn cold_verification(c: &mut Criterion) {
     let mut group = c.benchmark_group("cold verify");
-    for alg in [KeyAlgName::EdDSA, KeyAlgName::ES256, KeyAlgName::RS256] {
+    for alg in KeyAlg::ALL {
         let (set, token) = key_set(alg);
         let expect = expectations();
         group.bench_function(alg.as_str(), |b| {
-            b.iter(|| tokens::verify(&set, &token, &expect, now_ms() / 1000).unwrap())
+            b.iter(|| tokens::verify(&set, &token, &expect, UnixSeconds::now()).unwrap())
         });
     }
     group.finish();
@@ -72,14 +80,14 @@ fn authenticated_requests(c: &mut Criterion) {
         store.migrate().await.unwrap();
         let key_dir = KeyDir::open(&dir.path().join("keys")).unwrap();
         key_dir
-            .generate_if_empty(KeyAlgName::EdDSA, now_ms())
+            .generate_if_empty(KeyAlg::EdDSA, UnixMillis::now())
             .unwrap();
         let lifetime = Duration::from_secs(930);
         let keys = Arc::new(Keys::load(key_dir, store, lifetime).await.unwrap());
-        let token = tokens::issue(&keys.current(), &claims(now_ms() / 1000)).unwrap();
+        let token = tokens::issue(&keys.current(), &claims(UnixSeconds::now())).unwrap();
         let revocations = Arc::new(Revocations::new(lifetime));
         (
-            Authenticator::new(keys, expectations(), revocations, lifetime),
+            Authenticator::new(keys, expectations(), revocations, lifetime, 10_000),
             token,
         )
     });
@@ -90,7 +98,7 @@ fn authenticated_requests(c: &mut Criterion) {
             source: CredentialSource::Bearer,
         };
         authenticator
-            .verify(presented, now_ms() / 1000)
+            .verify(presented, UnixSeconds::now())
             .now_or_never()
             .expect("no waiting for a known key")
     };

@@ -8,26 +8,28 @@ use anyhow::Context;
 
 use crate::auth::Authenticator;
 use crate::auth::cookies::CookiePolicy;
-use crate::auth::keys::{KeyAlgName, KeyDir};
+use crate::auth::keydir::{KeyAlg, KeyDir};
 use crate::auth::keyset::{KEY_HEARTBEAT_INTERVAL, Keys};
-
-/// How often sessions that can no longer matter are deleted.
-const SESSION_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
-/// How often the keys directory is checked for a rotation.
-const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 use crate::auth::password::Passwords;
-use crate::auth::tokens::{Expectations, LEEWAY_SECS};
+use crate::auth::tokens::{Expectations, LEEWAY};
 use crate::browser::BrowserRules;
+use crate::client_addr::ClientAddressing;
 use crate::config::Config;
-use crate::domain::now_ms;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::revocation::Revocations;
 use crate::store::Store;
 use crate::throttle::LoginThrottle;
+use crate::time::UnixMillis;
+
+/// How often sessions that can no longer matter are deleted.
+const SESSION_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often the keys directory is checked for a rotation.
+const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct App {
     pub config: Config,
+    pub client_addressing: ClientAddressing,
     pub store: Store,
     pub keys: Arc<Keys>,
     pub authenticator: Authenticator,
@@ -50,7 +52,7 @@ impl App {
         store.migrate().await?;
 
         let key_dir = KeyDir::open(&config.keys_dir)?;
-        if key_dir.generate_if_empty(KeyAlgName::EdDSA, now_ms())? {
+        if key_dir.generate_if_empty(KeyAlg::EdDSA, UnixMillis::now())? {
             tracing::warn!(
                 keys_dir = %config.keys_dir.display(),
                 "generated a signing key just now: keep the keys directory on persistent \
@@ -58,7 +60,7 @@ impl App {
             );
         }
         let token_lifetime = token_lifetime(&config);
-        key_dir.declare_token_lifetime(token_lifetime.as_millis() as i64)?;
+        key_dir.declare_token_lifetime(token_lifetime)?;
         let keys = Arc::new(
             Keys::load(key_dir, store.clone(), token_lifetime)
                 .await
@@ -67,9 +69,7 @@ impl App {
 
         // A token from an instance whose clock runs ahead lives up to one
         // leeway longer than our own: remember revocations that long too.
-        let revocations = Arc::new(Revocations::new(
-            token_lifetime + Duration::from_secs(LEEWAY_SECS as u64),
-        ));
+        let revocations = Arc::new(Revocations::new(token_lifetime + LEEWAY));
         revocations
             .poll(&store)
             .await
@@ -81,21 +81,37 @@ impl App {
         };
         let metrics = Metrics::new();
         let proxy = Proxy::new(
-            config.upstream.as_ref(),
+            &config.routes,
             config.upstream_timeout,
             config.max_body,
             metrics.upstream_latency.clone(),
-        );
+        )?;
         let app = Arc::new(App {
             authenticator: Authenticator::new(
                 keys.clone(),
                 expect,
                 revocations.clone(),
                 token_lifetime,
+                config.token_cache_capacity,
             ),
             passwords: Passwords::for_this_machine()?,
-            cookies: CookiePolicy::from_config(&config),
-            browser: BrowserRules::new(config.cors_origins.clone()),
+            cookies: CookiePolicy::new(
+                config.cookie_samesite,
+                config.cookie_secure,
+                config.access_ttl,
+                config.refresh_ttl,
+            ),
+            browser: BrowserRules::new(
+                config.cors_origins.clone(),
+                config
+                    .public_url
+                    .as_ref()
+                    .map(|url| url.origin().to_string()),
+            ),
+            client_addressing: ClientAddressing {
+                trusted_proxies: config.trusted_proxies.clone(),
+                client_ip_header: config.client_ip_header.clone(),
+            },
             throttle: LoginThrottle::new(),
             metrics,
             proxy,
@@ -112,7 +128,7 @@ impl App {
 
 /// The longest an access token can be accepted: its TTL plus the leeway.
 pub fn token_lifetime(config: &Config) -> Duration {
-    config.access_ttl + Duration::from_secs(LEEWAY_SECS as u64)
+    config.access_ttl + LEEWAY
 }
 
 fn spawn_background_tasks(app: Weak<App>) {
@@ -158,9 +174,8 @@ async fn delete_finished_sessions(app: Weak<App>) {
     loop {
         interval.tick().await;
         let Some(app) = app.upgrade() else { return };
-        let now = now_ms();
-        let revoked_before =
-            now - (token_lifetime(&app.config) + SESSION_CLEANUP_INTERVAL).as_millis() as i64;
+        let now = UnixMillis::now();
+        let revoked_before = now.minus(token_lifetime(&app.config) + SESSION_CLEANUP_INTERVAL);
         match app
             .store
             .delete_finished_sessions(now, revoked_before)

@@ -1,5 +1,5 @@
-//! The browser rules: CORS for the configured origins, and CSRF protection
-//! for requests that authenticate by cookie.
+//! The browser rules: CORS for the configured origins, CSRF protection for
+//! requests that authenticate by cookie, and login CSRF for the auth routes.
 //!
 //! An upstream's own `Access-Control-*` headers never reach the browser (the
 //! proxy drops them): the allow list here is the only one.
@@ -14,13 +14,15 @@ use http::header::{
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
     ACCESS_CONTROL_REQUEST_METHOD, HOST, ORIGIN, REFERER, VARY,
 };
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
 
-use crate::auth::cookies::{ACCESS_COOKIE, REFRESH_COOKIE, find_cookie};
-use crate::auth::{CredentialSource, presented_token};
 use crate::body::{Body, no_content};
+use crate::client_addr::ClientInfo;
 use crate::config::CorsOrigin;
 use crate::error::ApiError;
+
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 const ALWAYS_ALLOWED_HEADERS: &str = "Authorization, Content-Type, X-Request-Id";
@@ -28,11 +30,16 @@ const PREFLIGHT_MAX_AGE: &str = "600";
 
 pub struct BrowserRules {
     origins: Vec<CorsOrigin>,
+    /// `--public-url`'s origin, which overrides what requests say.
+    public_origin: Option<String>,
 }
 
 impl BrowserRules {
-    pub fn new(origins: Vec<CorsOrigin>) -> BrowserRules {
-        BrowserRules { origins }
+    pub fn new(origins: Vec<CorsOrigin>, public_origin: Option<String>) -> BrowserRules {
+        BrowserRules {
+            origins,
+            public_origin,
+        }
     }
 
     /// The request's `Origin` if it is one of the allowed origins.
@@ -112,56 +119,87 @@ impl BrowserRules {
         }
     }
 
-    /// Refuses a state-changing request that authenticates by cookie unless
-    /// it comes from an allowed origin or the gateway's own. A request with a
-    /// bearer token cannot be forged cross-site and is exempt.
-    pub fn check_csrf(&self, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
-        let state_changing = matches!(
-            *method,
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        );
-        if !state_changing || has_bearer(headers) || !has_session_cookie(headers) {
-            return Ok(());
-        }
-        let source = match headers.get(ORIGIN) {
-            Some(origin) => origin.to_str().ok().map(str::to_string),
-            None => headers
-                .get(REFERER)
-                .and_then(|referer| referer.to_str().ok())
-                .and_then(origin_of_url),
-        };
-        match source {
-            Some(source) if self.is_trusted_origin(&source, headers) => Ok(()),
+    /// Refuses a request authenticated by a cookie unless its `Origin` (or,
+    /// lacking that, its `Referer`) is an allowed origin or the gateway's
+    /// own. A request with neither header is refused: a browser sends one
+    /// with every state-changing request.
+    pub fn check_cookie_origin(&self, request: &RequestFacts<'_>) -> Result<(), ApiError> {
+        match claimed_origin(request.headers) {
+            Some(origin) if self.is_trusted_origin(&origin, request) => Ok(()),
             _ => Err(ApiError::CsrfRejected),
         }
     }
 
-    fn is_trusted_origin(&self, origin: &str, headers: &HeaderMap) -> bool {
+    /// Login CSRF: refuses a request that names a foreign origin, with or
+    /// without cookies, so that a cross-site form cannot log a victim into
+    /// the attacker's account. Requests naming no origin (curl, servers)
+    /// pass.
+    pub fn check_not_cross_origin(&self, request: &RequestFacts<'_>) -> Result<(), ApiError> {
+        match claimed_origin(request.headers) {
+            Some(origin) if !self.is_trusted_origin(&origin, request) => {
+                Err(ApiError::CsrfRejected)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn is_trusted_origin(&self, origin: &str, request: &RequestFacts<'_>) -> bool {
         let origin = origin.to_ascii_lowercase();
-        if self
-            .origins
+        self.origins
             .iter()
             .any(|allowed| allowed.as_str() == origin)
-        {
-            return true;
+            || self
+                .own_origin(request)
+                .is_some_and(|own| own.eq_ignore_ascii_case(&origin))
+    }
+
+    /// The gateway's own origin as the client reached it: `--public-url`
+    /// when set; otherwise the scheme and host a trusted proxy forwarded
+    /// (`X-Forwarded-Proto`, `X-Forwarded-Host`), else the listener's scheme
+    /// (plain HTTP) and the host the request was sent to (`Host`, or
+    /// HTTP/2's `:authority`).
+    pub fn own_origin(&self, request: &RequestFacts<'_>) -> Option<String> {
+        if let Some(public) = &self.public_origin {
+            return Some(public.clone());
         }
-        // The gateway's own origin: same host and port as the request was
-        // sent to. The scheme is not compared, since TLS may end in front.
-        let host = headers.get(HOST).and_then(|host| host.to_str().ok());
-        match (origin.split_once("://"), host) {
-            (Some((_, origin_host)), Some(host)) => origin_host.eq_ignore_ascii_case(host),
-            _ => false,
-        }
+        let forwarded = |name: &HeaderName| {
+            request
+                .client
+                .peer_is_trusted
+                .then(|| request.headers.get(name))
+                .flatten()
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.split(',').next())
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+        };
+        let scheme = forwarded(&X_FORWARDED_PROTO)
+            .filter(|proto| matches!(*proto, "http" | "https"))
+            .unwrap_or("http");
+        let host = forwarded(&X_FORWARDED_HOST)
+            .or_else(|| request.uri.authority().map(|authority| authority.as_str()))
+            .or_else(|| request.headers.get(HOST).and_then(|h| h.to_str().ok()))?;
+        Some(format!("{scheme}://{host}"))
     }
 }
 
-fn has_bearer(headers: &HeaderMap) -> bool {
-    presented_token(headers)
-        .is_some_and(|token| token.source == CredentialSource::Bearer && !token.token.is_empty())
+/// What the browser rules read of a request.
+pub struct RequestFacts<'a> {
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub client: &'a ClientInfo,
 }
 
-fn has_session_cookie(headers: &HeaderMap) -> bool {
-    find_cookie(headers, ACCESS_COOKIE).is_some() || find_cookie(headers, REFRESH_COOKIE).is_some()
+/// The origin a request claims: its `Origin`, else the origin of its
+/// `Referer`. `Origin: null` claims no trusted origin.
+fn claimed_origin(headers: &HeaderMap) -> Option<String> {
+    match headers.get(ORIGIN) {
+        Some(origin) => origin.to_str().ok().map(str::to_string),
+        None => headers
+            .get(REFERER)
+            .and_then(|referer| referer.to_str().ok())
+            .and_then(origin_of_url),
+    }
 }
 
 /// `scheme://host[:port]` of a URL.
@@ -181,7 +219,25 @@ mod tests {
     use crate::test_support::headers;
 
     fn rules() -> BrowserRules {
-        BrowserRules::new(vec![parse_origin("https://app.example.com").unwrap()])
+        BrowserRules::new(vec![parse_origin("https://app.example.com").unwrap()], None)
+    }
+
+    const CLIENT: ClientInfo = ClientInfo {
+        peer: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        peer_is_trusted: false,
+        address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    };
+
+    fn check(rules: &BrowserRules, uri: &str, pairs: &[(&'static str, &'static str)]) -> bool {
+        let uri: Uri = uri.parse().unwrap();
+        let headers = headers(pairs);
+        rules
+            .check_cookie_origin(&RequestFacts {
+                uri: &uri,
+                headers: &headers,
+                client: &CLIENT,
+            })
+            .is_ok()
     }
 
     #[test]
@@ -196,18 +252,8 @@ mod tests {
         let out = response.headers();
         assert_eq!(out[ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
         assert_eq!(out[ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
-        assert!(
-            out[ACCESS_CONTROL_ALLOW_HEADERS]
-                .to_str()
-                .unwrap()
-                .contains("Authorization")
-        );
-        assert!(
-            out[ACCESS_CONTROL_ALLOW_HEADERS]
-                .to_str()
-                .unwrap()
-                .contains("x-custom")
-        );
+        let allowed = out[ACCESS_CONTROL_ALLOW_HEADERS].to_str().unwrap();
+        assert!(allowed.contains("Authorization") && allowed.contains("x-custom"));
     }
 
     #[test]
@@ -238,76 +284,70 @@ mod tests {
     }
 
     #[test]
-    fn cookie_posts_need_an_allowed_origin() {
+    fn cookie_requests_need_an_allowed_origin() {
         let rules = rules();
-        let cookie = ("cookie", "tollgate_access=t");
-        assert!(
-            rules
-                .check_csrf(&Method::POST, &headers(&[cookie]))
-                .is_err()
-        );
-        assert!(
-            rules
-                .check_csrf(
-                    &Method::POST,
-                    &headers(&[cookie, ("origin", "https://evil.example")])
-                )
-                .is_err()
-        );
-        assert!(
-            rules
-                .check_csrf(
-                    &Method::POST,
-                    &headers(&[cookie, ("referer", "https://evil.example/x")])
-                )
-                .is_err()
-        );
-        assert!(
-            rules
-                .check_csrf(
-                    &Method::POST,
-                    &headers(&[cookie, ("origin", "https://app.example.com")])
-                )
-                .is_ok()
-        );
-        assert!(
-            rules
-                .check_csrf(
-                    &Method::DELETE,
-                    &headers(&[cookie, ("referer", "https://app.example.com/page")])
-                )
-                .is_ok()
-        );
-        assert!(
-            rules
-                .check_csrf(&Method::POST, &headers(&[cookie, ("origin", "null")]))
-                .is_err()
-        );
+        let at = "/api/x";
+        assert!(!check(&rules, at, &[]));
+        assert!(!check(&rules, at, &[("origin", "https://evil.example")]));
+        assert!(!check(&rules, at, &[("referer", "https://evil.example/x")]));
+        assert!(check(&rules, at, &[("origin", "https://app.example.com")]));
+        assert!(check(
+            &rules,
+            at,
+            &[("referer", "https://app.example.com/page")]
+        ));
+        assert!(!check(&rules, at, &[("origin", "null")]));
     }
 
     #[test]
-    fn the_gateways_own_origin_is_trusted() {
-        let request = headers(&[
-            ("cookie", "tollgate_access=t"),
-            ("origin", "http://gw.local:8080"),
-            ("host", "gw.local:8080"),
-        ]);
-        assert!(rules().check_csrf(&Method::POST, &request).is_ok());
+    fn the_gateways_own_origin_is_scheme_and_host() {
+        let rules = rules();
+        let host = ("host", "gw.local:8080");
+        assert!(check(
+            &rules,
+            "/x",
+            &[("origin", "http://gw.local:8080"), host]
+        ));
+        assert!(
+            !check(&rules, "/x", &[("origin", "https://gw.local:8080"), host]),
+            "the listener speaks plain HTTP and no trusted proxy said otherwise"
+        );
+        assert!(
+            check(
+                &rules,
+                "http://gw.local:8080/x",
+                &[("origin", "http://gw.local:8080")]
+            ),
+            "HTTP/2's :authority"
+        );
+        let behind_proxy = BrowserRules::new(Vec::new(), Some("https://auth.example.com".into()));
+        assert!(check(
+            &behind_proxy,
+            "/x",
+            &[
+                ("origin", "https://auth.example.com"),
+                ("host", "10.0.0.5:8080")
+            ]
+        ));
     }
 
     #[test]
-    fn bearer_requests_and_safe_methods_are_exempt() {
+    fn login_csrf_refuses_only_foreign_origins() {
         let rules = rules();
-        let cookie = ("cookie", "tollgate_access=t");
-        assert!(
+        let uri: Uri = "/api/auth/login".parse().unwrap();
+        let refuses = |pairs: &[(&'static str, &'static str)]| {
+            let headers = headers(pairs);
             rules
-                .check_csrf(
-                    &Method::POST,
-                    &headers(&[cookie, ("authorization", "Bearer x")])
-                )
-                .is_ok()
-        );
-        assert!(rules.check_csrf(&Method::GET, &headers(&[cookie])).is_ok());
-        assert!(rules.check_csrf(&Method::POST, &headers(&[])).is_ok());
+                .check_not_cross_origin(&RequestFacts {
+                    uri: &uri,
+                    headers: &headers,
+                    client: &CLIENT,
+                })
+                .is_err()
+        };
+        assert!(refuses(&[("origin", "https://evil.example")]));
+        assert!(refuses(&[("referer", "https://evil.example/form")]));
+        assert!(!refuses(&[]), "curl and servers send no origin");
+        assert!(!refuses(&[("origin", "https://app.example.com")]));
     }
 }

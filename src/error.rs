@@ -9,6 +9,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
+use crate::auth::Rejection;
 use crate::auth::password::HashingError;
 use crate::auth::tokens::RejectReason;
 use crate::body::{Body, full};
@@ -28,6 +29,9 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("invalid refresh token")]
     InvalidRefreshToken,
+    /// The refresh token's session went unused past `--session-idle-timeout`.
+    #[error("idle session")]
+    SessionIdle,
     #[error("refresh token reused")]
     RefreshTokenReused,
     #[error("csrf rejected")]
@@ -36,12 +40,18 @@ pub enum ApiError {
     RegistrationDisabled,
     #[error("account disabled")]
     AccountDisabled,
+    #[error("insufficient role")]
+    InsufficientRole,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("username taken")]
     UsernameTaken,
+    #[error("email taken")]
+    EmailTaken,
+    #[error("invalid reset token")]
+    InvalidResetToken,
     #[error("payload too large")]
     PayloadTooLarge,
     /// The client stopped sending its body.
@@ -77,13 +87,16 @@ impl ApiError {
             | ApiError::InvalidToken(_)
             | ApiError::InvalidCredentials
             | ApiError::InvalidRefreshToken
+            | ApiError::SessionIdle
             | ApiError::RefreshTokenReused => StatusCode::UNAUTHORIZED,
-            ApiError::CsrfRejected | ApiError::RegistrationDisabled | ApiError::AccountDisabled => {
-                StatusCode::FORBIDDEN
-            }
+            ApiError::CsrfRejected
+            | ApiError::RegistrationDisabled
+            | ApiError::AccountDisabled
+            | ApiError::InsufficientRole => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::UsernameTaken => StatusCode::CONFLICT,
+            ApiError::UsernameTaken | ApiError::EmailTaken => StatusCode::CONFLICT,
+            ApiError::InvalidResetToken => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -101,14 +114,17 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::InvalidCredentials => "invalid_credentials",
-            ApiError::InvalidRefreshToken => "invalid_refresh_token",
+            ApiError::InvalidRefreshToken | ApiError::SessionIdle => "invalid_refresh_token",
             ApiError::RefreshTokenReused => "refresh_token_reused",
             ApiError::CsrfRejected => "csrf_rejected",
             ApiError::RegistrationDisabled => "registration_disabled",
             ApiError::AccountDisabled => "account_disabled",
+            ApiError::InsufficientRole => "insufficient_role",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UsernameTaken => "username_taken",
+            ApiError::EmailTaken => "email_taken",
+            ApiError::InvalidResetToken => "invalid_reset_token",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -129,6 +145,7 @@ impl ApiError {
             ApiError::InvalidRefreshToken => {
                 "The refresh token is unknown, expired or its session has ended.".into()
             }
+            ApiError::SessionIdle => "The session went unused for too long; log in again.".into(),
             ApiError::RefreshTokenReused => {
                 "The refresh token was already used; its session has been revoked.".into()
             }
@@ -137,9 +154,14 @@ impl ApiError {
             }
             ApiError::RegistrationDisabled => "Registration is disabled.".into(),
             ApiError::AccountDisabled => "This account is disabled.".into(),
+            ApiError::InsufficientRole => "This needs a role the caller does not have.".into(),
             ApiError::NotFound => "No such route.".into(),
             ApiError::MethodNotAllowed => "This route does not accept that method.".into(),
             ApiError::UsernameTaken => "That username is taken.".into(),
+            ApiError::EmailTaken => "That email address belongs to another account.".into(),
+            ApiError::InvalidResetToken => {
+                "The reset token is unknown, used, expired or replaced by a newer one.".into()
+            }
             ApiError::PayloadTooLarge => "The request body is too large.".into(),
             ApiError::RequestTimeout => "The request body did not arrive in time.".into(),
             ApiError::RateLimited { .. } => "Too many attempts; try again later.".into(),
@@ -157,12 +179,14 @@ impl ApiError {
     pub fn auth_failure_reason(&self) -> Option<&'static str> {
         match self {
             ApiError::InvalidToken(reason) => Some(reason.as_str()),
+            ApiError::SessionIdle => Some("idle"),
             ApiError::Unauthorized
             | ApiError::InvalidCredentials
             | ApiError::InvalidRefreshToken
             | ApiError::RefreshTokenReused
             | ApiError::CsrfRejected
             | ApiError::AccountDisabled
+            | ApiError::InsufficientRole
             | ApiError::RateLimited { .. } => Some(self.code()),
             _ => None,
         }
@@ -176,6 +200,7 @@ impl ApiError {
         let message = self.message();
         let reason = match &self {
             ApiError::InvalidToken(reason) => Some(reason.as_str()),
+            ApiError::SessionIdle => Some("idle"),
             _ => None,
         };
         let body = serde_json::to_vec(&ErrorBody {
@@ -192,9 +217,13 @@ impl ApiError {
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(WWW_AUTHENTICATE, self.www_authenticate());
         }
-        if let ApiError::RateLimited { retry_after } = &self {
-            let seconds = retry_after.as_secs().max(1);
-            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            ApiError::DatabaseUnavailable(_) => Some(DATABASE_RETRY_AFTER),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
         }
         response
     }
@@ -208,12 +237,28 @@ impl ApiError {
                 reason.description()
             ))
             .expect("reason descriptions are ASCII"),
-            ApiError::InvalidRefreshToken | ApiError::RefreshTokenReused => {
-                HeaderValue::from_static(
-                    "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"refresh token rejected\"",
-                )
-            }
+            ApiError::InvalidRefreshToken
+            | ApiError::SessionIdle
+            | ApiError::RefreshTokenReused => HeaderValue::from_static(
+                "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"refresh token rejected\"",
+            ),
             _ => HeaderValue::from_static("Bearer realm=\"tollgate\""),
+        }
+    }
+}
+
+/// What a 503 for an unreachable database suggests: the store's operations
+/// give up within 5 s, and reconnecting takes about as long.
+const DATABASE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::Missing => ApiError::Unauthorized,
+            Rejection::MalformedAuthorization => ApiError::InvalidRequest(
+                "Authorization: Bearer must be followed by exactly one token".into(),
+            ),
+            Rejection::Invalid(reason) => ApiError::InvalidToken(reason),
         }
     }
 }

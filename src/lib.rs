@@ -1,26 +1,31 @@
 //! tollgate: a stateless, token-issuing auth gateway.
 //!
 //! # Layout
-//! A request arrives at [`server`] (accept loop, tower stack: request id,
-//! panic catching, one log line) and goes to [`routes`], a small explicit
-//! table, after [`paths`] normalised the path and [`browser`] applied CORS and
-//! CSRF. The gateway's own routes (`/api/auth/…`, `/.well-known/…`,
-//! `/health…`) answer from [`auth`] (passwords, keys, tokens, cookies) and
-//! [`store`] (the only module that speaks SQL, Postgres or SQLite); every
-//! other path goes through [`proxy`] to the upstream once the access token
-//! checks out (or the path is public).
-//! [`revocation`] keeps the set of revoked sessions that every instance
-//! refuses. Failures become [`error::ApiError`], the one HTTP-facing error.
-//! [`config`] and [`cli`] turn flags and environment into one typed
-//! [`config::Config`]; [`commands`] runs each command of the command line, and
-//! [`probe`] checks a running deployment from the outside, as a client would.
+//! A connection arrives at [`server`] (listeners, accept loops, the tower
+//! stack: request id, panic catching; signals and graceful shutdown), which
+//! hands every request to [`pipeline`], the gateway's central decision in one
+//! place: the client info ([`client_addr`]), one span, path normalisation
+//! ([`paths`]), the route, the browser rules ([`browser`]: CORS, CSRF), then
+//! either one of the gateway's own routes ([`routes`]: `/api/auth/…`,
+//! `/.well-known/…`, `/health…`, `/metrics`) or authentication and
+//! forwarding through [`proxy`] to the upstream route with the longest
+//! matching prefix.
+//!
+//! [`auth`] is a leaf: credentials, passwords, keys, tokens, cookies, sealing.
+//! [`store`] is the only module that speaks SQL (Postgres or SQLite).
+//! [`revocation`] keeps the set of revoked sessions every instance refuses;
+//! [`throttle`] the login budgets. Failures become [`error::ApiError`], the one
+//! HTTP-facing error. [`cli`] turns flags and environment into one typed
+//! [`config::Config`]; [`commands`] runs each command of the command line
+//! (the probe among them). [`domain`] and [`time`] are the types that say
+//! what a value is and in which unit.
 
 pub mod app;
 pub mod auth;
 pub mod body;
 pub mod browser;
 pub mod cli;
-pub mod client;
+pub mod client_addr;
 pub mod commands;
 pub mod config;
 pub mod domain;
@@ -28,7 +33,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod paths;
-pub mod probe;
+pub mod pipeline;
 pub mod proxy;
 pub mod revocation;
 pub mod routes;
@@ -37,3 +42,5 @@ pub mod store;
 #[cfg(test)]
 mod test_support;
 pub mod throttle;
+pub mod time;
+pub mod tls;

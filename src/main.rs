@@ -7,7 +7,6 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use mimalloc::MiMalloc;
 use tollgate::cli::{Cli, Command};
-use tollgate::config::Config;
 
 // Every proxied request allocates a little; mimalloc does it faster and keeps
 // the resident set small under load.
@@ -44,9 +43,8 @@ fn main() -> ExitCode {
         rotate_key,
         command,
     } = cli;
-    let port = std::env::var("PORT").ok();
     let serving = matches!(command, None | Some(Command::Serve)) && !rotate_key;
-    let config = match Config::from_args(args, port.as_deref()) {
+    let config = match args.into_config(&|name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -71,6 +71,22 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(normalized))
 }
 
+/// The path prefixes the gateway keeps for itself: never proxied, never
+/// routed; an unknown path under one is 404.
+pub const OWNED_PREFIXES: [&str; 6] = [
+    "/api/auth",
+    "/api/admin",
+    "/.well-known",
+    "/health",
+    "/metrics",
+    "/api/debug",
+];
+
+/// Whether `path` (normalised) is under one of [`OWNED_PREFIXES`].
+pub fn is_owned(path: &str) -> bool {
+    OWNED_PREFIXES.iter().any(|prefix| is_under(path, prefix))
+}
+
 /// Whether `path` (normalised) is `prefix` or below it, on whole segments:
 /// `/public` covers `/public` and `/public/x`, not `/publicity`.
 pub fn is_under(path: &str, prefix: &str) -> bool {

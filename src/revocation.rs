@@ -14,17 +14,18 @@ use std::time::Duration;
 use foldhash::fast::RandomState;
 use moka::sync::Cache;
 
-use crate::domain::{SessionId, now_ms};
+use crate::domain::SessionId;
 use crate::store::{Store, StoreResult};
+use crate::time::UnixMillis;
 
 /// How often each instance asks the database for new revocations.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Revocations are re-read this far behind the newest one seen, so that a
 /// transaction that committed late is not skipped.
-const OVERLAP_MS: i64 = 30_000;
+const OVERLAP: Duration = Duration::from_secs(30);
 
 pub struct Revocations {
-    revoked: Cache<String, (), RandomState>,
+    revoked: Cache<SessionId, (), RandomState>,
     /// Poll from here (database clock, unix ms).
     cursor: AtomicI64,
 }
@@ -33,22 +34,22 @@ impl Revocations {
     /// `token_lifetime` is the longest an access token can be accepted: its
     /// TTL plus the clock-skew leeway.
     pub fn new(token_lifetime: Duration) -> Revocations {
-        let lookback = token_lifetime.as_millis() as i64 + OVERLAP_MS;
+        let since = UnixMillis::now().minus(token_lifetime + OVERLAP);
         Revocations {
             // Looked up on every request: a fast hash, keyed per process.
             revoked: Cache::builder()
                 .time_to_live(token_lifetime)
                 .build_with_hasher(RandomState::default()),
-            cursor: AtomicI64::new(now_ms() - lookback),
+            cursor: AtomicI64::new(since.get()),
         }
     }
 
-    pub fn is_revoked(&self, session: &str) -> bool {
+    pub fn is_revoked(&self, session: &SessionId) -> bool {
         self.revoked.contains_key(session)
     }
 
     pub fn insert(&self, session: &SessionId) {
-        self.revoked.insert(session.0.clone(), ());
+        self.revoked.insert(session.clone(), ());
     }
 
     pub fn insert_all(&self, sessions: &[SessionId]) {
@@ -59,17 +60,17 @@ impl Revocations {
 
     /// Reads the sessions revoked since the cursor. Returns how many it saw.
     pub async fn poll(&self, store: &Store) -> StoreResult<usize> {
-        let since = self.cursor.load(Ordering::Relaxed);
+        let since = UnixMillis::new(self.cursor.load(Ordering::Relaxed));
         let revoked = store.revoked_since(since).await?;
         let newest = revoked.iter().map(|(_, at)| *at).max();
         for (session, _) in &revoked {
-            if !self.revoked.contains_key(&session.0) {
+            if !self.revoked.contains_key(session) {
                 self.insert(session);
             }
         }
         if let Some(newest) = newest {
             self.cursor
-                .fetch_max(newest - OVERLAP_MS, Ordering::Relaxed);
+                .fetch_max(newest.minus(OVERLAP).get(), Ordering::Relaxed);
         }
         Ok(revoked.len())
     }

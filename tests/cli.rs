@@ -17,8 +17,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tollgate::auth::password::{Passwords, Verification};
-use tollgate::domain::{Password, SessionId, Username, now_ms};
+use tollgate::domain::{Password, SessionId, Username};
 use tollgate::store::{NewSession, Store, User};
+use tollgate::time::UnixMillis;
 
 use database::{Backend, TestDatabase};
 
@@ -302,14 +303,14 @@ async fn user(store: &Store, username: &str) -> User {
 /// A session of `username`, recorded as a login would.
 async fn session_of(store: &Store, username: &str) -> SessionId {
     let user = user(store, username).await;
-    let now = now_ms();
+    let now = UnixMillis::now();
     store
         .start_session(NewSession {
             user_id: &user.id,
             user_agent: None,
             ip: None,
             now,
-            expires_at: now + 3_600_000,
+            expires_at: now.plus(std::time::Duration::from_secs(3600)),
             refresh_hash: &uuid::Uuid::new_v4().simple().to_string(),
         })
         .await
@@ -318,7 +319,7 @@ async fn session_of(store: &Store, username: &str) -> SessionId {
 
 async fn is_live(store: &Store, session: &SessionId) -> bool {
     store
-        .live_session(session, now_ms())
+        .live_session(session, UnixMillis::now())
         .await
         .unwrap()
         .is_some()
@@ -329,7 +330,7 @@ async fn password_is(store: &Store, username: &str, password: &str) -> bool {
     let password = Password::parse(password.to_string()).unwrap();
     let verification = Passwords::new(1)
         .unwrap()
-        .verify(&password, Some(&user.password_hash))
+        .verify(&password, Some(user.password_hash.expose()))
         .await
         .unwrap();
     matches!(verification, Verification::Valid { .. })
@@ -593,11 +594,11 @@ async fn disabling_a_user_revokes_their_sessions_for_good() {
         disabled.stdout
     );
     assert_eq!(operator.users()[0][2], "yes");
-    assert!(user(&store, "alice").await.disabled);
+    assert!(user(&store, "alice").await.is_disabled());
 
     operator.run(&["users", "enable", "alice"]).succeeded();
     assert_eq!(operator.users()[0][2], "no");
-    assert!(!user(&store, "alice").await.disabled);
+    assert!(!user(&store, "alice").await.is_disabled());
     assert!(
         !is_live(&store, &session).await,
         "enabling does not bring sessions back"

@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
+use tollgate::auth::KeyAlg;
 use tollgate::auth::cookies::find_cookie;
-use tollgate::auth::keys::{KeyAlgName, KeyDir};
+use tollgate::auth::credentials::presented_token;
+use tollgate::auth::keydir::KeyDir;
 use tollgate::auth::keyset::KeySet;
-use tollgate::auth::presented_token;
 use tollgate::auth::tokens::{Expectations, decode_unverified, verify};
-use tollgate::client::client_ip;
+use tollgate::client_addr::ClientAddressing;
 use tollgate::config::{parse_duration, parse_origin, parse_size, parse_trusted_proxy};
 use tollgate::paths::{is_under, normalize};
+use tollgate::time::{UnixMillis, UnixSeconds};
 
 /// Path-ish strings: the characters and escapes that tricks are made of.
 fn path_like() -> impl Strategy<Value = String> {
@@ -54,8 +56,15 @@ fn plain_segment() -> impl Strategy<Value = String> {
 static KEYS: LazyLock<KeySet> = LazyLock::new(|| {
     let dir = tempfile::tempdir().unwrap();
     let keys = KeyDir::open(dir.path()).unwrap();
-    keys.generate_if_empty(KeyAlgName::EdDSA, 0).unwrap();
-    KeySet::build(&keys.load().unwrap(), &[], 0, 60_000).unwrap()
+    keys.generate_if_empty(KeyAlg::EdDSA, UnixMillis::new(0))
+        .unwrap();
+    KeySet::build(
+        &keys.load().unwrap(),
+        &[],
+        UnixMillis::new(0),
+        Duration::from_secs(60),
+    )
+    .unwrap()
 });
 
 proptest! {
@@ -159,8 +168,8 @@ proptest! {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert("x-forwarded-for", value);
         }
-        let trusted = vec!["0.0.0.0/0".parse().unwrap()];
-        let client = client_ip(&headers, peer, &trusted);
+        let addressing = ClientAddressing { trusted_proxies: vec!["0.0.0.0/0".parse().unwrap()], client_ip_header: None };
+        let client = addressing.client_info(std::net::SocketAddr::new(peer, 1), &headers).address;
         let hops: Vec<IpAddr> = value.split(',').filter_map(|hop| hop.trim().parse().ok()).collect();
         prop_assert!(client == peer || hops.contains(&client));
     }
@@ -185,7 +194,7 @@ proptest! {
         let joined = segments.join(".");
         for token in [raw.as_str(), joined.as_str()] {
             let _ = decode_unverified(token);
-            prop_assert!(verify(&KEYS, token, &expect, 0).is_err());
+            prop_assert!(verify(&KEYS, token, &expect, UnixSeconds::new(0)).is_err());
         }
     }
 }

@@ -1,17 +1,49 @@
 //! The two cookies and their exact attributes, and reading cookies back.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use cookie::Cookie;
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 
-use crate::config::{Config, SameSite};
-
 pub const ACCESS_COOKIE: &str = "tollgate_access";
 pub const REFRESH_COOKIE: &str = "tollgate_refresh";
 /// The refresh cookie goes only to the auth routes.
 const REFRESH_PATH: &str = "/api/auth";
+
+/// The cookies' `SameSite` attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
+impl SameSite {
+    pub const NAMES: [&str; 3] = ["lax", "strict", "none"];
+
+    pub fn attribute(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        }
+    }
+}
+
+impl FromStr for SameSite {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<SameSite, String> {
+        match raw.to_ascii_lowercase().as_str() {
+            "lax" => Ok(SameSite::Lax),
+            "strict" => Ok(SameSite::Strict),
+            "none" => Ok(SameSite::None),
+            _ => Err(format!("invalid SameSite `{raw}`: use lax, strict or none")),
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct CookiePolicy {
@@ -22,12 +54,18 @@ pub struct CookiePolicy {
 }
 
 impl CookiePolicy {
-    pub fn from_config(config: &Config) -> CookiePolicy {
+    /// The cookies live as long as their tokens: `access_ttl` and `refresh_ttl`.
+    pub fn new(
+        same_site: SameSite,
+        secure: bool,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> CookiePolicy {
         CookiePolicy {
-            same_site: config.cookie_samesite,
-            secure: config.cookie_secure,
-            access_max_age: config.access_ttl,
-            refresh_max_age: config.refresh_ttl,
+            same_site,
+            secure,
+            access_max_age: access_ttl,
+            refresh_max_age: refresh_ttl,
         }
     }
 
@@ -93,12 +131,12 @@ mod tests {
     use super::*;
 
     fn policy(same_site: SameSite, secure: bool) -> CookiePolicy {
-        CookiePolicy {
+        CookiePolicy::new(
             same_site,
             secure,
-            access_max_age: Duration::from_secs(900),
-            refresh_max_age: Duration::from_secs(2_678_400),
-        }
+            Duration::from_secs(900),
+            Duration::from_secs(2_678_400),
+        )
     }
 
     fn attributes(value: &HeaderValue) -> Vec<String> {

@@ -15,9 +15,9 @@ use bytes::Bytes;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
-use super::keys::{KeyAlgName, KeyDir, KeyState, LocalKey};
-use crate::domain::now_ms;
+use super::keydir::{KeyAlg, KeyDir, KeyState, LocalKey};
 use crate::store::{RecordedKey, Store};
+use crate::time::UnixMillis;
 
 pub struct SigningKey {
     pub kid: String,
@@ -40,16 +40,17 @@ pub struct KeySet {
 
 impl KeySet {
     /// Builds the set from the local keys and the recorded ones. Keys retired
-    /// more than `token_lifetime_ms` ago cannot carry live tokens and are left
+    /// more than `token_lifetime` ago cannot carry live tokens and are left
     /// out.
     pub fn build(
         local: &[LocalKey],
         recorded: &[RecordedKey],
-        now: i64,
-        token_lifetime_ms: i64,
+        now: UnixMillis,
+        token_lifetime: Duration,
     ) -> anyhow::Result<KeySet> {
-        let live =
-            |retired_at: Option<i64>| retired_at.is_none_or(|at| at + token_lifetime_ms >= now);
+        let live = |retired_at: Option<UnixMillis>| {
+            retired_at.is_none_or(|at| at.plus(token_lifetime) >= now)
+        };
         let active = local
             .iter()
             .find(|key| key.record.state == KeyState::Active)
@@ -70,7 +71,7 @@ impl KeySet {
             KeyState::Next => 1,
             KeyState::Retired => 2,
         });
-        let mut published: Vec<(String, KeyAlgName, Jwk)> = ordered
+        let mut published: Vec<(String, KeyAlg, Jwk)> = ordered
             .into_iter()
             .map(|key| {
                 (
@@ -84,7 +85,7 @@ impl KeySet {
             if published.iter().any(|(kid, _, _)| *kid == key.kid) {
                 continue;
             }
-            let Some(alg) = KeyAlgName::parse(&key.alg) else {
+            let Some(alg) = KeyAlg::parse(&key.alg) else {
                 tracing::warn!(kid = %key.kid, alg = %key.alg, "skipping a recorded key with an unknown algorithm");
                 continue;
             };
@@ -156,7 +157,7 @@ pub struct Keys {
     current: ArcSwap<KeySet>,
     dir: KeyDir,
     store: Store,
-    token_lifetime_ms: i64,
+    token_lifetime: Duration,
     /// The keys directory as last read.
     local: Mutex<Arc<Vec<LocalKey>>>,
     /// Keys recorded by every instance, as last read from the database.
@@ -172,28 +173,27 @@ const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 pub const KEY_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
 /// A key not marked held for this long is taken to have stopped signing when
 /// it was last seen: its keys directory was lost.
-pub const HELD_SLACK_MS: i64 = 5 * 60 * 1000;
+pub const HELD_SLACK: Duration = Duration::from_secs(5 * 60);
 
 impl Keys {
     /// Reads the keys directory, records its public keys in the database and
     /// builds the first set. The directory must already hold keys.
     pub async fn load(dir: KeyDir, store: Store, token_lifetime: Duration) -> anyhow::Result<Keys> {
-        let token_lifetime_ms = token_lifetime.as_millis() as i64;
         let local = dir.load()?;
         store
-            .record_keys(&to_records(&local)?, now_ms())
+            .record_keys(&to_records(&local)?, UnixMillis::now())
             .await
             .context("cannot record the public keys in the database")?;
         let recorded = store
-            .recorded_keys(now_ms() - token_lifetime_ms, HELD_SLACK_MS)
+            .recorded_keys(UnixMillis::now().minus(token_lifetime), HELD_SLACK)
             .await
             .context("cannot read the recorded keys")?;
-        let set = KeySet::build(&local, &recorded, now_ms(), token_lifetime_ms)?;
+        let set = KeySet::build(&local, &recorded, UnixMillis::now(), token_lifetime)?;
         Ok(Keys {
             current: ArcSwap::from_pointee(set),
             dir,
             store,
-            token_lifetime_ms,
+            token_lifetime,
             local: Mutex::new(Arc::new(local)),
             recorded: Mutex::new(recorded),
             unknown_kid_refresh: tokio::sync::Mutex::new(None),
@@ -202,6 +202,12 @@ impl Keys {
 
     pub fn current(&self) -> Arc<KeySet> {
         self.current.load_full()
+    }
+
+    /// Whether the key `kid` still verifies: a pruned or removed key stops
+    /// at once, for remembered tokens too.
+    pub fn knows(&self, kid: &str) -> bool {
+        self.current.load().verifying(kid).is_some()
     }
 
     pub fn dir(&self) -> &KeyDir {
@@ -217,7 +223,11 @@ impl Keys {
             *self.local.lock().expect("not poisoned") = Arc::new(local);
         });
         let local = self.local.lock().expect("not poisoned").clone();
-        if let Err(error) = self.store.record_keys(&to_records(&local)?, now_ms()).await {
+        if let Err(error) = self
+            .store
+            .record_keys(&to_records(&local)?, UnixMillis::now())
+            .await
+        {
             tracing::warn!(%error, "cannot record the public keys; will retry on the next reload");
         }
         self.refresh_recorded().await;
@@ -252,7 +262,7 @@ impl Keys {
     async fn refresh_recorded(&self) -> bool {
         match self
             .store
-            .recorded_keys(now_ms() - self.token_lifetime_ms, HELD_SLACK_MS)
+            .recorded_keys(UnixMillis::now().minus(self.token_lifetime), HELD_SLACK)
             .await
         {
             Ok(recorded) => {
@@ -268,7 +278,7 @@ impl Keys {
 
     fn rebuild(&self, local: &[LocalKey]) -> anyhow::Result<()> {
         let recorded = self.recorded.lock().expect("not poisoned").clone();
-        let set = KeySet::build(local, &recorded, now_ms(), self.token_lifetime_ms)?;
+        let set = KeySet::build(local, &recorded, UnixMillis::now(), self.token_lifetime)?;
         self.current.store(Arc::new(set));
         Ok(())
     }

@@ -1,85 +1,57 @@
-//! Who is asking: credentials read from a request and checked.
+//! Who is asking: credentials read from a request and checked. A leaf:
+//! nothing here knows of HTTP errors, the proxy or the command line; callers
+//! map a [`Rejection`] to their own answer.
 //!
+//! - `credentials`: where a request's access token is read from.
 //! - `password`: argon2id hashing on the blocking pool.
-//! - `keys`: the keys directory (files, states, rotation).
+//! - `keydir`: the keys directory (files, states, rotation).
 //! - `keyset`: the in-memory signing/verifying set and the JWKS.
 //! - `tokens`: issuing and verifying access tokens.
+//! - `identity`: what the upstream is told about a verified token.
+//! - `refresh`: refresh tokens and their sealed successors.
+//! - `seal`: AES-256-GCM sealing of secrets at rest.
 //! - `cookies`: the two cookies and their attributes.
 
 pub mod cookies;
-pub mod keys;
+pub mod credentials;
+pub mod identity;
+pub mod keydir;
 pub mod keyset;
 pub mod password;
 pub mod refresh;
+pub mod seal;
 pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
-use http::header::AUTHORIZATION;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use moka::sync::Cache;
 
-use self::cookies::{ACCESS_COOKIE, find_cookie};
+pub use self::credentials::{CredentialSource, MalformedAuthorization, PresentedToken};
+pub use self::identity::IdentityHeaders;
+pub use self::keydir::KeyAlg;
 use self::keyset::Keys;
 use self::tokens::{AccessClaims, Expectations, RejectReason};
-use crate::error::ApiError;
-use crate::proxy::IdentityHeaders;
 use crate::revocation::Revocations;
+use crate::time::UnixSeconds;
 
-/// Where the access token came from.
+/// Why a request that needs an access token did not get through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CredentialSource {
-    Bearer,
-    Cookie,
+pub enum Rejection {
+    /// No access token at all.
+    Missing,
+    /// An `Authorization: Bearer` header that is not one token.
+    MalformedAuthorization,
+    /// A token was presented and refused.
+    Invalid(RejectReason),
 }
 
-/// An access token as presented, before any check.
-#[derive(Clone, Copy)]
-pub struct PresentedToken<'a> {
-    pub token: &'a str,
-    pub source: CredentialSource,
-}
-
-/// The `Authorization: Bearer` token if there is one, else the access cookie.
-/// Tokens in the query string are never read.
-pub fn presented_token(headers: &HeaderMap) -> Option<PresentedToken<'_>> {
-    let bearer = headers.get_all(AUTHORIZATION).iter().find_map(bearer_token);
-    if let Some(token) = bearer {
-        return Some(PresentedToken {
-            token,
-            source: CredentialSource::Bearer,
-        });
+impl From<MalformedAuthorization> for Rejection {
+    fn from(_: MalformedAuthorization) -> Self {
+        Rejection::MalformedAuthorization
     }
-    find_cookie(headers, ACCESS_COOKIE)
-        .filter(|token| !token.is_empty())
-        .map(|token| PresentedToken {
-            token,
-            source: CredentialSource::Cookie,
-        })
-}
-
-/// The one reading of `Authorization` values: the `Bearer` scheme, in any
-/// case, then whitespace, then the token.
-pub fn bearer_token(value: &HeaderValue) -> Option<&str> {
-    let value = value.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(|c: char| c.is_ascii_whitespace())?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Whether an `Authorization` value uses the bearer scheme at all, however
-/// malformed, so that it can be withheld from the upstream.
-pub fn is_bearer_scheme(value: &HeaderValue) -> bool {
-    let bytes = value.as_bytes();
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let rest = &bytes[start..];
-    rest.len() >= 6
-        && rest[..6].eq_ignore_ascii_case(b"bearer")
-        && rest.get(6).is_none_or(|b| b.is_ascii_whitespace())
 }
 
 /// A request's verified identity.
@@ -93,20 +65,19 @@ pub struct Identity {
 
 /// A token whose signature and claims checked out.
 struct Verified {
+    /// The key that signed it: a hit is refused once the key is pruned.
+    kid: Box<str>,
     claims: Arc<AccessClaims>,
     upstream_headers: Arc<IdentityHeaders>,
 }
-
-/// At most this many verified tokens are remembered.
-const VERIFIED_CACHE_CAPACITY: u64 = 10_000;
 
 /// Checks access tokens: signature, claims, expiry, revocation.
 ///
 /// A signature check costs tens of microseconds, more than everything else a
 /// proxied request does, so verified tokens are remembered, keyed by the
 /// whole token string: only the very same bytes can hit an entry. A hit skips
-/// the signature and claims checks but never the expiry and revocation
-/// checks, which are repeated on every request.
+/// the signature and claims checks but never the expiry, revocation and
+/// key-still-known checks, which are repeated on every request.
 pub struct Authenticator {
     keys: Arc<Keys>,
     expect: Expectations,
@@ -115,19 +86,21 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// `token_lifetime` bounds how long a verified token is remembered.
+    /// `token_lifetime` bounds how long a verified token is remembered, and
+    /// `capacity` how many are.
     pub fn new(
         keys: Arc<Keys>,
         expect: Expectations,
         revocations: Arc<Revocations>,
         token_lifetime: Duration,
+        capacity: u64,
     ) -> Self {
         Authenticator {
             keys,
             expect,
             revocations,
             verified: Cache::builder()
-                .max_capacity(VERIFIED_CACHE_CAPACITY)
+                .max_capacity(capacity)
                 .time_to_live(token_lifetime)
                 // Looked up on every request: a fast hash (keyed per
                 // process, so still safe against flooding).
@@ -136,11 +109,15 @@ impl Authenticator {
     }
 
     /// The identity of a request that must carry an access token.
-    pub async fn authenticate(&self, headers: &HeaderMap, now: i64) -> Result<Identity, ApiError> {
-        let presented = presented_token(headers).ok_or(ApiError::Unauthorized)?;
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        now: UnixSeconds,
+    ) -> Result<Identity, Rejection> {
+        let presented = credentials::presented_token(headers)?.ok_or(Rejection::Missing)?;
         self.verify(presented, now)
             .await
-            .map_err(ApiError::InvalidToken)
+            .map_err(Rejection::Invalid)
     }
 
     /// Verifies one presented token. An unknown `kid` first makes the key set
@@ -148,11 +125,14 @@ impl Authenticator {
     pub async fn verify(
         &self,
         presented: PresentedToken<'_>,
-        now: i64,
+        now: UnixSeconds,
     ) -> Result<Identity, RejectReason> {
         let verified = match self.verified.get(presented.token) {
             Some(verified) => {
                 tokens::check_expiry(&verified.claims, now)?;
+                if !self.keys.knows(&verified.kid) {
+                    return Err(RejectReason::UnknownKid);
+                }
                 verified
             }
             None => self.verify_signature(presented.token, now).await?,
@@ -168,59 +148,23 @@ impl Authenticator {
     }
 
     /// The full check of a token not seen before; remembered if it passes.
-    async fn verify_signature(&self, token: &str, now: i64) -> Result<Arc<Verified>, RejectReason> {
-        let claims = match tokens::verify(&self.keys.current(), token, &self.expect, now) {
+    async fn verify_signature(
+        &self,
+        token: &str,
+        now: UnixSeconds,
+    ) -> Result<Arc<Verified>, RejectReason> {
+        let (kid, claims) = match tokens::verify(&self.keys.current(), token, &self.expect, now) {
             Err(RejectReason::UnknownKid) if self.keys.refresh_for_unknown_kid().await => {
                 tokens::verify(&self.keys.current(), token, &self.expect, now)?
             }
             other => other?,
         };
         let verified = Arc::new(Verified {
+            kid: kid.into(),
             upstream_headers: Arc::new(IdentityHeaders::new(token, &claims)),
             claims: Arc::new(claims),
         });
         self.verified.insert(Arc::from(token), verified.clone());
         Ok(verified)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-    use http::header::COOKIE;
-
-    #[test]
-    fn bearer_wins_over_the_cookie() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            COOKIE,
-            HeaderValue::from_static("tollgate_access=from-cookie"),
-        );
-        let cookie = presented_token(&headers).unwrap();
-        assert_eq!(
-            (cookie.token, cookie.source),
-            ("from-cookie", CredentialSource::Cookie)
-        );
-
-        headers.insert(
-            AUTHORIZATION,
-            HeaderValue::from_static("bearer from-header"),
-        );
-        let bearer = presented_token(&headers).unwrap();
-        assert_eq!(
-            (bearer.token, bearer.source),
-            ("from-header", CredentialSource::Bearer)
-        );
-    }
-
-    #[test]
-    fn other_schemes_are_not_tokens() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            AUTHORIZATION,
-            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
-        );
-        assert!(presented_token(&headers).is_none());
     }
 }

@@ -6,15 +6,19 @@
 //! folds distinct failures together. Every rejection names its
 //! [`RejectReason`], so a 401 in production explains itself.
 
+use std::time::Duration;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Header;
 use serde::{Deserialize, Serialize};
 
 use super::keyset::KeySet;
+use crate::domain::{Roles, SessionId, UserId, Username};
+use crate::time::UnixSeconds;
 
-/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
-pub const LEEWAY_SECS: i64 = 30;
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
+pub const LEEWAY: Duration = Duration::from_secs(30);
 /// The `typ` header of every access token (RFC 9068).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 /// Longer tokens are refused before any parsing.
@@ -89,21 +93,36 @@ impl Audience {
 }
 
 /// Exactly the claims of an access token. Every field is required and typed,
-/// so a string `exp` or a missing `sub` fails to parse: `malformed`.
+/// so a string `exp`, a missing `sub` or a `sid` that is not a session id
+/// fails to parse: `malformed`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,
     pub aud: Audience,
-    pub sub: String,
-    pub iat: i64,
-    pub exp: i64,
+    #[serde(deserialize_with = "parse_user_id")]
+    pub sub: UserId,
+    pub iat: UnixSeconds,
+    pub exp: UnixSeconds,
     pub jti: String,
-    pub sid: String,
-    pub preferred_username: String,
-    pub roles: Vec<String>,
+    #[serde(deserialize_with = "parse_session_id")]
+    pub sid: SessionId,
+    pub preferred_username: Username,
+    pub roles: Roles,
     /// Never issued by us; honoured if a token carries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<i64>,
+    pub nbf: Option<UnixSeconds>,
+}
+
+fn parse_user_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<UserId, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    UserId::parse(&raw).map_err(serde::de::Error::custom)
+}
+
+fn parse_session_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SessionId, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    SessionId::parse(&raw).map_err(serde::de::Error::custom)
 }
 
 /// The header fields verification looks at. `jwk`, `jku`, `x5u` and the like
@@ -136,13 +155,14 @@ pub fn issue(keys: &KeySet, claims: &AccessClaims) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("cannot sign an access token: {e}"))
 }
 
-/// Verifies a token against the key set at time `now` (unix seconds).
+/// Verifies a token against the key set at time `now`; the claims and the
+/// id of the key that signed them.
 pub fn verify(
     keys: &KeySet,
     token: &str,
     expect: &Expectations,
-    now: i64,
-) -> Result<AccessClaims, RejectReason> {
+    now: UnixSeconds,
+) -> Result<(String, AccessClaims), RejectReason> {
     let parts = split(token)?;
     let header: TokenHeader = decode_json(parts.header)?;
 
@@ -168,14 +188,14 @@ pub fn verify(
 
     let claims: AccessClaims = decode_json(parts.payload)?;
     check_claims(&claims, expect, now)?;
-    Ok(claims)
+    Ok((kid.to_string(), claims))
 }
 
 /// The time-independent and time-dependent checks of verified claims.
 pub fn check_claims(
     claims: &AccessClaims,
     expect: &Expectations,
-    now: i64,
+    now: UnixSeconds,
 ) -> Result<(), RejectReason> {
     if claims.iss != expect.issuer {
         return Err(RejectReason::WrongIssuer);
@@ -183,20 +203,17 @@ pub fn check_claims(
     if !claims.aud.contains(&expect.audience) {
         return Err(RejectReason::WrongAudience);
     }
-    if claims.sub.is_empty() || claims.sid.is_empty() {
-        return Err(RejectReason::Malformed);
-    }
     check_expiry(claims, now)
 }
 
 /// The checks that must be repeated on every use of a token, even one whose
 /// signature was verified before.
-pub fn check_expiry(claims: &AccessClaims, now: i64) -> Result<(), RejectReason> {
-    if now > claims.exp.saturating_add(LEEWAY_SECS) {
+pub fn check_expiry(claims: &AccessClaims, now: UnixSeconds) -> Result<(), RejectReason> {
+    if now > claims.exp.plus(LEEWAY) {
         return Err(RejectReason::Expired);
     }
     let not_before = claims.nbf.unwrap_or(claims.iat).max(claims.iat);
-    if not_before > now.saturating_add(LEEWAY_SECS) {
+    if not_before > now.plus(LEEWAY) {
         return Err(RejectReason::NotYetValid);
     }
     Ok(())

@@ -1,26 +1,23 @@
 //! `/api/auth/…`: accounts, sessions and the tokens they yield.
 
-use std::net::IpAddr;
-
 use http::header::{CACHE_CONTROL, SET_COOKIE, USER_AGENT};
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::{AuthenticatedUser, Request, parse_json, parse_optional_json, read_body};
+use super::{Request, parse_json, parse_optional_json, read_body};
 use crate::app::App;
-use std::sync::Arc;
-
-use crate::auth::Identity;
 use crate::auth::cookies::{REFRESH_COOKIE, find_cookie};
 use crate::auth::password::Verification;
-use crate::auth::refresh::{hash_refresh_token, new_refresh_token};
+use crate::auth::refresh::{self, hash_refresh_token, new_refresh_token};
 use crate::auth::tokens::{self, AccessClaims, Audience, RejectReason};
+use crate::auth::{CredentialSource, Identity};
 use crate::body::{Body, json, no_content};
-use crate::client::{PeerAddr, client_ip};
-use crate::domain::{Password, Secret, SessionId, UserId, Username, now_ms, rfc3339};
+use crate::domain::{Password, Roles, Secret, SessionId, UserId, Username};
 use crate::error::ApiError;
-use crate::store::{NewSession, NewUser, Rotation, SessionOwner, StoreError, User};
+use crate::pipeline::{RequestContext, authenticate, note_user};
+use crate::store::{NewSession, NewUser, Presented, Rotation, SessionOwner, StoreError, User};
+use crate::time::{UnixMillis, UnixSeconds};
 
 #[derive(Deserialize)]
 struct CredentialsBody {
@@ -52,22 +49,22 @@ struct TokenBody<'a> {
 
 #[derive(Serialize)]
 struct UserBody<'a> {
-    id: &'a str,
-    username: &'a str,
-    roles: &'a [String],
+    id: &'a UserId,
+    username: &'a Username,
+    roles: &'a Roles,
 }
 
 #[derive(Serialize)]
 struct MeBody<'a> {
-    id: &'a str,
-    username: &'a str,
-    roles: &'a [String],
-    session_id: &'a str,
+    id: &'a UserId,
+    username: &'a Username,
+    roles: &'a Roles,
+    session_id: &'a SessionId,
 }
 
 #[derive(Serialize)]
 struct SessionBody {
-    id: String,
+    id: SessionId,
     created_at: String,
     last_used_at: String,
     user_agent: Option<String>,
@@ -85,7 +82,11 @@ fn parse_credentials(body: CredentialsBody) -> Result<(Username, Password), ApiE
     Ok((username, password))
 }
 
-pub async fn register(app: &App, request: Request) -> Result<Response<Body>, ApiError> {
+pub async fn register(
+    app: &App,
+    ctx: &RequestContext,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
     if !app.config.allow_registration {
         return Err(ApiError::RegistrationDisabled);
     }
@@ -94,16 +95,16 @@ pub async fn register(app: &App, request: Request) -> Result<Response<Body>, Api
     // Each registration costs a password hash: it counts against the
     // address's attempts like a login.
     app.throttle
-        .registration(client_address(app, &parts))
+        .registration(ctx.client.address)
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let password_hash = app.passwords.hash(&password).await?;
-    let now = now_ms();
+    let now = UnixMillis::now();
     let user = app
         .store
         .create_user(NewUser {
             username: &username,
             password_hash,
-            roles: Vec::new(),
+            roles: Roles::default(),
             now,
         })
         .await
@@ -112,57 +113,63 @@ pub async fn register(app: &App, request: Request) -> Result<Response<Body>, Api
             other => other.into(),
         })?;
     tracing::info!(user_id = %user.id, "registered");
-    start_session(app, &parts, user, StatusCode::CREATED, now).await
+    start_session(app, ctx, &parts, user, StatusCode::CREATED, now).await
 }
 
-pub async fn login(app: &App, request: Request) -> Result<Response<Body>, ApiError> {
+pub async fn login(
+    app: &App,
+    ctx: &RequestContext,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
     let (parts, body) = request.into_parts();
     let (username, password) = parse_credentials(parse_json(&read_body(body).await?)?)?;
-    let attempt = match app
-        .throttle
-        .begin(&username.key(), client_address(app, &parts))
-    {
+    let refused = |outcome: &'static str| {
+        app.metrics.login(outcome);
+        tracing::info!(username = %username, outcome, "login refused");
+    };
+    let attempt = match app.throttle.begin(&username.key(), ctx.client.address) {
         Ok(attempt) => attempt,
         Err(retry_after) => {
-            app.metrics.login("rate_limited");
+            refused("rate_limited");
             return Err(ApiError::RateLimited { retry_after });
         }
     };
     let user = app.store.user_by_username(&username).await?;
-    let stored_hash = user.as_ref().map(|user| user.password_hash.as_str());
+    let stored_hash = user.as_ref().map(|user| user.password_hash.expose());
     // Unknown users are verified against a dummy hash: same answer, same time.
     let verification = app.passwords.verify(&password, stored_hash).await?;
     let (user, rehashed) = match (user, verification) {
         (Some(user), Verification::Valid { rehashed }) => (user, rehashed),
         _ => {
             attempt.failed();
-            app.metrics.login("invalid_credentials");
+            refused("invalid_credentials");
             return Err(ApiError::InvalidCredentials);
         }
     };
     attempt.succeeded();
-    if user.disabled {
-        app.metrics.login("account_disabled");
+    if user.is_disabled() {
+        refused("account_disabled");
         return Err(ApiError::AccountDisabled);
     }
     app.metrics.login("success");
     if let Some(rehashed) = rehashed {
         app.store.update_password_hash(&user.id, &rehashed).await?;
     }
-    start_session(app, &parts, user, StatusCode::OK, now_ms()).await
+    start_session(app, ctx, &parts, user, StatusCode::OK, UnixMillis::now()).await
 }
 
 /// Records a new session for `user` and answers with its tokens.
 async fn start_session(
     app: &App,
+    ctx: &RequestContext,
     parts: &Parts,
     user: User,
     status: StatusCode,
-    now: i64,
+    now: UnixMillis,
 ) -> Result<Response<Body>, ApiError> {
     let (refresh_token, refresh_hash) = new_refresh_token();
-    let expires_at = now + app.config.refresh_ttl.as_millis() as i64;
-    let ip = client_address(app, parts).to_string();
+    let expires_at = now.plus(app.config.refresh_ttl);
+    let ip = ctx.client.address.to_string();
     let user_agent = parts
         .headers
         .get(USER_AGENT)
@@ -190,12 +197,6 @@ async fn start_session(
     token_response(app, &owner, &refresh_token, status, now)
 }
 
-/// The client's address: the socket peer, or what a trusted proxy forwarded.
-fn client_address(app: &App, parts: &Parts) -> IpAddr {
-    let peer = PeerAddr::ip_of(&parts.extensions);
-    client_ip(&parts.headers, peer, &app.config.trusted_proxies)
-}
-
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
@@ -206,19 +207,18 @@ fn token_response(
     owner: &SessionOwner,
     refresh_token: &Secret,
     status: StatusCode,
-    now_ms: i64,
+    now: UnixMillis,
 ) -> Result<Response<Body>, ApiError> {
-    let now = now_ms / 1000;
-    let expires_in = app.config.access_ttl.as_secs() as i64;
+    let issued_at = now.to_seconds();
     let claims = AccessClaims {
         iss: app.config.issuer.clone(),
         aud: Audience::One(app.config.audience.clone()),
-        sub: owner.user_id.0.clone(),
-        iat: now,
-        exp: now + expires_in,
+        sub: owner.user_id.clone(),
+        iat: issued_at,
+        exp: issued_at.plus(app.config.access_ttl),
         jti: uuid::Uuid::new_v4().to_string(),
-        sid: owner.session_id.0.clone(),
-        preferred_username: owner.username.as_str().to_string(),
+        sid: owner.session_id.clone(),
+        preferred_username: owner.username.clone(),
         roles: owner.roles.clone(),
         nbf: None,
     };
@@ -227,12 +227,12 @@ fn token_response(
         status,
         &TokenBody {
             token_type: "Bearer",
-            expires_in,
+            expires_in: app.config.access_ttl.as_secs() as i64,
             refresh_token: refresh_token.expose(),
-            refresh_expires_in: ((owner.expires_at - now_ms) / 1000).max(0),
+            refresh_expires_in: owner.expires_at.since(now).as_secs() as i64,
             user: UserBody {
-                id: &owner.user_id.0,
-                username: owner.username.as_str(),
+                id: &owner.user_id,
+                username: &owner.username,
                 roles: &owner.roles,
             },
             access_token: &access_token,
@@ -242,58 +242,74 @@ fn token_response(
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.append(SET_COOKIE, app.cookies.set_access(&access_token));
     headers.append(SET_COOKIE, app.cookies.set_refresh(refresh_token.expose()));
-    response
-        .extensions_mut()
-        .insert(AuthenticatedUser(Arc::new(claims)));
+    tracing::Span::current().record("user_id", tracing::field::display(&claims.sub));
     Ok(response)
 }
 
-/// Marks the response with the caller, for the request's log line.
-fn as_user(mut response: Response<Body>, identity: &Identity) -> Response<Body> {
-    response
-        .extensions_mut()
-        .insert(AuthenticatedUser(identity.claims.clone()));
-    response
+/// The refresh token a request presents: the body's, else the refresh
+/// cookie's. The cookie is a credential the browser sends by itself, so
+/// using it needs a trusted `Origin`, whatever else the request carries.
+fn presented_refresh_token(
+    app: &App,
+    ctx: &RequestContext,
+    parts: &Parts,
+    body: RefreshBody,
+) -> Result<Option<String>, ApiError> {
+    match body.refresh_token {
+        Some(token) if token.is_empty() => {
+            Err(invalid("refresh_token", "must not be empty".to_string()))
+        }
+        Some(token) => Ok(Some(token)),
+        None => match find_cookie(&parts.headers, REFRESH_COOKIE) {
+            Some(token) if !token.is_empty() => {
+                app.browser
+                    .check_cookie_origin(&ctx.facts(&parts.uri, &parts.headers))?;
+                Ok(Some(token.to_string()))
+            }
+            _ => Ok(None),
+        },
+    }
 }
 
-/// The refresh token of a request: the body's, else the refresh cookie.
-fn presented_refresh_token(parts: &Parts, body: RefreshBody) -> Option<String> {
-    body.refresh_token
-        .or_else(|| find_cookie(&parts.headers, REFRESH_COOKIE).map(str::to_string))
-        .filter(|token| !token.is_empty())
-}
-
-/// A string that cannot be one of our refresh tokens is refused before any
-/// database work.
-fn plausible_refresh_token(token: &str) -> bool {
-    (32..=128).contains(&token.len())
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-pub async fn refresh(app: &App, request: Request) -> Result<Response<Body>, ApiError> {
+pub async fn refresh(
+    app: &App,
+    ctx: &RequestContext,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
     let (parts, body) = request.into_parts();
     let body: RefreshBody = parse_optional_json(&read_body(body).await?)?;
-    let presented = presented_refresh_token(&parts, body).ok_or(ApiError::Unauthorized)?;
-    if !plausible_refresh_token(&presented) {
+    let presented =
+        presented_refresh_token(app, ctx, &parts, body)?.ok_or(ApiError::Unauthorized)?;
+    if !refresh::is_plausible(&presented) {
         return Err(ApiError::InvalidRefreshToken);
     }
-    let (next_token, next_hash) = new_refresh_token();
-    let now = now_ms();
+    let (successor, successor_hash) = new_refresh_token();
+    let successor_sealed = refresh::seal_successor(&presented, &successor)
+        .map_err(|error| ApiError::Internal(error.into()))?;
     let rotation = app
         .store
-        .rotate_refresh_token(
-            &hash_refresh_token(&presented),
-            &next_hash,
-            now,
-            app.config.refresh_reuse_grace.as_millis() as i64,
-        )
+        .rotate_refresh_token(Presented {
+            hash: &hash_refresh_token(&presented),
+            successor_hash: &successor_hash,
+            successor_sealed: &successor_sealed,
+            reuse_grace: app.config.refresh_reuse_grace,
+            idle_timeout: app.config.session_idle_timeout,
+        })
         .await?;
+    let now = UnixMillis::now();
     match rotation {
         Rotation::Rotated(owner) => {
             app.metrics.refresh("rotated");
-            token_response(app, &owner, &next_token, StatusCode::OK, now)
+            token_response(app, &owner, &successor, StatusCode::OK, now)
+        }
+        Rotation::Replayed {
+            owner,
+            successor_sealed,
+        } => {
+            app.metrics.refresh("replayed");
+            let successor = refresh::open_successor(&presented, &successor_sealed)
+                .map_err(|error| ApiError::Internal(error.into()))?;
+            token_response(app, &owner, &successor, StatusCode::OK, now)
         }
         Rotation::Reused { session_id } => {
             app.metrics.refresh("reused");
@@ -302,6 +318,10 @@ pub async fn refresh(app: &App, request: Request) -> Result<Response<Body>, ApiE
             tracing::warn!(session_id = %session_id, reason = "refresh_token_reused", "refresh token reused after the grace; session revoked");
             Err(ApiError::RefreshTokenReused)
         }
+        Rotation::Idle => {
+            app.metrics.refresh("idle");
+            Err(ApiError::SessionIdle)
+        }
         Rotation::Invalid => {
             app.metrics.refresh("invalid");
             Err(ApiError::InvalidRefreshToken)
@@ -309,26 +329,36 @@ pub async fn refresh(app: &App, request: Request) -> Result<Response<Body>, ApiE
     }
 }
 
-pub async fn logout(app: &App, request: Request) -> Result<Response<Body>, ApiError> {
+pub async fn logout(
+    app: &App,
+    ctx: &RequestContext,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
     let (parts, body) = request.into_parts();
     let body: RefreshBody = parse_optional_json(&read_body(body).await?)?;
-    let explicit_refresh = body.refresh_token.is_some();
-    let refresh_token = presented_refresh_token(&parts, body);
 
     // A refresh token named in the body says which session to end; otherwise
     // the access token's session, else the refresh cookie's.
-    let session = if explicit_refresh {
-        session_of_refresh_token(app, refresh_token.as_deref()).await?
+    let session = if body.refresh_token.is_some() {
+        let token = presented_refresh_token(app, ctx, &parts, body)?;
+        session_of_refresh_token(app, token.as_deref()).await?
     } else {
         match app
             .authenticator
-            .authenticate(&parts.headers, now_ms() / 1000)
+            .authenticate(&parts.headers, UnixSeconds::now())
             .await
         {
-            Ok(identity) => SessionId(identity.claims.sid.clone()),
-            Err(access_error) => match refresh_token {
+            Ok(identity) => {
+                if identity.source == CredentialSource::Cookie {
+                    app.browser
+                        .check_cookie_origin(&ctx.facts(&parts.uri, &parts.headers))?;
+                }
+                note_user(&identity);
+                identity.claims.sid.clone()
+            }
+            Err(rejection) => match presented_refresh_token(app, ctx, &parts, body)? {
                 Some(token) => session_of_refresh_token(app, Some(&token)).await?,
-                None => return Err(access_error),
+                None => return Err(rejection.into()),
             },
         }
     };
@@ -356,7 +386,7 @@ fn refuse_revoked(app: &App, sessions: &[SessionId]) {
 
 async fn session_of_refresh_token(app: &App, token: Option<&str>) -> Result<SessionId, ApiError> {
     let token = token.ok_or(ApiError::Unauthorized)?;
-    if !plausible_refresh_token(token) {
+    if !refresh::is_plausible(token) {
         return Err(ApiError::InvalidRefreshToken);
     }
     app.store
@@ -373,102 +403,113 @@ fn cleared_cookies(app: &App) -> Response<Body> {
     response
 }
 
-async fn identity(app: &App, parts: &Parts) -> Result<Identity, ApiError> {
-    app.authenticator
-        .authenticate(&parts.headers, now_ms() / 1000)
-        .await
-}
-
-pub async fn logout_all(app: &App, request: Request) -> Result<Response<Body>, ApiError> {
+pub async fn logout_all(
+    app: &App,
+    ctx: &RequestContext,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
     let (parts, _) = request.into_parts();
-    let identity = identity(app, &parts).await?;
-    let user = UserId(identity.claims.sub.clone());
-    let revoked = app.store.revoke_user_sessions(&user, None).await?;
+    let identity = authenticate(app, ctx, &parts).await?;
+    let user = &identity.claims.sub;
+    let revoked = app.store.revoke_user_sessions(user, None).await?;
     refuse_revoked(app, &revoked);
     // The current session too, even if the database had already revoked it.
-    app.revocations
-        .insert(&SessionId(identity.claims.sid.clone()));
-    tracing::info!(user_id = %user, sessions = revoked.len(), "logged out everywhere");
-    Ok(as_user(cleared_cookies(app), &identity))
+    app.revocations.insert(&identity.claims.sid);
+    tracing::info!(sessions = revoked.len(), "logged out everywhere");
+    Ok(cleared_cookies(app))
 }
 
-pub async fn me(app: &App, request: Request) -> Result<Response<Body>, ApiError> {
+pub async fn me(
+    app: &App,
+    ctx: &RequestContext,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
     let (parts, _) = request.into_parts();
-    let identity = identity(app, &parts).await?;
+    let identity = authenticate(app, ctx, &parts).await?;
     let claims = &identity.claims;
-    let body = MeBody {
-        id: &claims.sub,
-        username: &claims.preferred_username,
-        roles: &claims.roles,
-        session_id: &claims.sid,
-    };
-    Ok(as_user(json(StatusCode::OK, &body), &identity))
+    Ok(json(
+        StatusCode::OK,
+        &MeBody {
+            id: &claims.sub,
+            username: &claims.preferred_username,
+            roles: &claims.roles,
+            session_id: &claims.sid,
+        },
+    ))
 }
 
-pub async fn sessions(app: &App, request: Request) -> Result<Response<Body>, ApiError> {
+pub async fn sessions(
+    app: &App,
+    ctx: &RequestContext,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
     let (parts, _) = request.into_parts();
-    let identity = identity(app, &parts).await?;
-    let user = UserId(identity.claims.sub.clone());
-    let sessions = app.store.active_sessions(&user, now_ms()).await?;
+    let identity = authenticate(app, ctx, &parts).await?;
+    let sessions = app
+        .store
+        .active_sessions(&identity.claims.sub, UnixMillis::now())
+        .await?;
     let body: Vec<SessionBody> = sessions
         .into_iter()
-        .filter(|session| !app.revocations.is_revoked(&session.id.0))
+        .filter(|session| !app.revocations.is_revoked(&session.id))
         .map(|session| SessionBody {
-            current: session.id.0 == identity.claims.sid,
-            id: session.id.0,
-            created_at: rfc3339(session.created_at),
-            last_used_at: rfc3339(session.last_used_at),
+            current: session.id == identity.claims.sid,
+            id: session.id,
+            created_at: session.created_at.rfc3339(),
+            last_used_at: session.last_used_at.rfc3339(),
             user_agent: session.user_agent,
             ip: session.ip,
         })
         .collect();
-    Ok(as_user(json(StatusCode::OK, &body), &identity))
+    Ok(json(StatusCode::OK, &body))
 }
 
 pub async fn delete_session(
     app: &App,
+    ctx: &RequestContext,
     request: Request,
-    id: String,
+    session: String,
 ) -> Result<Response<Body>, ApiError> {
     let (parts, _) = request.into_parts();
-    let identity = identity(app, &parts).await?;
-    let session = SessionId(id);
+    let identity = authenticate(app, ctx, &parts).await?;
+    // Not a session id at all: certainly not one of the caller's.
+    let session = SessionId::parse(&session).map_err(|_| ApiError::NotFound)?;
     match app.store.session_user(&session).await? {
-        Some(owner) if owner.0 == identity.claims.sub => {
+        Some(owner) if owner == identity.claims.sub => {
             revoke_session(app, &session).await?;
             tracing::info!(session_id = %session, "session revoked by its owner");
-            Ok(as_user(no_content(StatusCode::NO_CONTENT), &identity))
+            Ok(no_content(StatusCode::NO_CONTENT))
         }
         _ => Err(ApiError::NotFound),
     }
 }
 
-pub async fn change_password(app: &App, request: Request) -> Result<Response<Body>, ApiError> {
+pub async fn change_password(
+    app: &App,
+    ctx: &RequestContext,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
     let (parts, body) = request.into_parts();
-    let identity = identity(app, &parts).await?;
+    let identity: Identity = authenticate(app, ctx, &parts).await?;
     let body: PasswordChangeBody = parse_json(&read_body(body).await?)?;
     let current =
         Password::parse(body.current_password).map_err(|e| invalid("current_password", e))?;
     let new = Password::parse(body.new_password).map_err(|e| invalid("new_password", e))?;
 
-    let user_id = UserId(identity.claims.sub.clone());
     let user = app
         .store
-        .user_by_id(&user_id)
+        .user_by_id(&identity.claims.sub)
         .await?
         .ok_or(ApiError::InvalidToken(RejectReason::Revoked))?;
     // Guessing the current password with a stolen token is throttled like
     // guessing it at login.
     let attempt = app
         .throttle
-        .begin(
-            &format!("password-change:{}", user.id),
-            client_address(app, &parts),
-        )
+        .begin(&format!("password-change:{}", user.id), ctx.client.address)
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     if app
         .passwords
-        .verify(&current, Some(&user.password_hash))
+        .verify(&current, Some(user.password_hash.expose()))
         .await?
         == Verification::Invalid
     {
@@ -477,12 +518,11 @@ pub async fn change_password(app: &App, request: Request) -> Result<Response<Bod
     }
     attempt.succeeded();
     let new_hash = app.passwords.hash(&new).await?;
-    let current_session = SessionId(identity.claims.sid.clone());
     let revoked = app
         .store
-        .change_password(&user.id, &new_hash, Some(&current_session))
+        .change_password(&user.id, &new_hash, Some(&identity.claims.sid))
         .await?;
     refuse_revoked(app, &revoked);
-    tracing::info!(user_id = %user.id, revoked_sessions = revoked.len(), "password changed");
-    Ok(as_user(no_content(StatusCode::NO_CONTENT), &identity))
+    tracing::info!(revoked_sessions = revoked.len(), "password changed");
+    Ok(no_content(StatusCode::NO_CONTENT))
 }

@@ -9,11 +9,12 @@ use serde_json::Value;
 
 use super::Request;
 use crate::app::App;
+use crate::auth::CredentialSource;
 use crate::auth::cookies::{ACCESS_COOKIE, REFRESH_COOKIE, find_cookie};
+use crate::auth::credentials::presented_token;
 use crate::auth::tokens::{RejectReason, decode_unverified};
-use crate::auth::{CredentialSource, presented_token};
 use crate::body::{Body, json};
-use crate::domain::now_ms;
+use crate::time::UnixSeconds;
 
 #[derive(Serialize)]
 struct Report {
@@ -51,15 +52,16 @@ struct Verdict {
 struct GatewayView {
     issuer: String,
     audience: String,
-    server_time: i64,
+    server_time: UnixSeconds,
     cookie_samesite: &'static str,
     cookie_secure: bool,
 }
 
 pub async fn session(app: &App, request: &Request) -> Response<Body> {
     let headers = request.headers();
-    let now = now_ms() / 1000;
-    let presented = presented_token(headers);
+    let now = UnixSeconds::now();
+    // A malformed Authorization header presents no token to explain.
+    let presented = presented_token(headers).ok().flatten();
     let credentials = Credentials {
         // The scheme only: a header that is all token must not be echoed.
         authorization_scheme: headers.get(AUTHORIZATION).map(|value| {
@@ -88,7 +90,7 @@ pub async fn session(app: &App, request: &Request) -> Response<Body> {
             let expires_in_s = claims
                 .get("exp")
                 .and_then(Value::as_i64)
-                .map(|exp| exp - now);
+                .map(|exp| UnixSeconds::new(exp).seconds_after(now));
             TokenView {
                 header,
                 claims,

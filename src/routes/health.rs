@@ -1,5 +1,6 @@
 //! `/health` (liveness, no database call), `/health/detailed` and `/metrics`.
 
+use futures_util::future::join_all;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
@@ -37,12 +38,25 @@ struct KeysHealth {
 #[derive(Serialize)]
 struct UpstreamHealth {
     configured: bool,
+    /// Every route's upstream accepts connections; none without routes.
     ok: Option<bool>,
+    routes: Vec<RouteHealth>,
+}
+
+#[derive(Serialize)]
+struct RouteHealth {
+    prefix: String,
+    ok: bool,
 }
 
 /// 503 when the database does not answer; everything else is reported.
 pub async fn detailed(app: &App) -> Response<Body> {
-    let (ping, upstream_ok) = tokio::join!(app.store.ping(), app.proxy.upstream_reachable());
+    let routes = app.proxy.routes();
+    let (ping, reachable) = tokio::join!(
+        app.store.ping(),
+        join_all(routes.iter().map(|route| route.reachable()))
+    );
+    let upstream_ok = (!routes.is_empty()).then(|| reachable.iter().all(|ok| *ok));
     let keys = app.keys.current();
     let database = DatabaseHealth {
         ok: ping.is_ok(),
@@ -75,6 +89,14 @@ pub async fn detailed(app: &App) -> Response<Body> {
             upstream: UpstreamHealth {
                 configured: app.proxy.is_configured(),
                 ok: upstream_ok,
+                routes: routes
+                    .iter()
+                    .zip(reachable)
+                    .map(|(route, ok)| RouteHealth {
+                        prefix: route.prefix.clone(),
+                        ok,
+                    })
+                    .collect(),
             },
         },
     )

@@ -11,35 +11,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, ORIGIN};
-use http::{HeaderValue, Method, Response};
+use http::header::ALLOW;
+use http::{HeaderName, HeaderValue, Method, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
 use crate::app::App;
-use crate::auth::presented_token;
-use crate::auth::tokens::AccessClaims;
 use crate::body::Body;
-use crate::client::{PeerAddr, is_trusted_proxy};
-use crate::domain::now_ms;
 use crate::error::ApiError;
 use crate::paths;
-use crate::proxy::Forwarding;
+use crate::pipeline::RequestContext;
 
 pub type Request = http::Request<Incoming>;
 
-/// Marks a response to an authenticated request, for its log line.
-#[derive(Clone)]
-pub struct AuthenticatedUser(pub Arc<AccessClaims>);
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Bodies of the gateway's own routes are small JSON documents...
 const MAX_JSON_BODY: usize = 64 * 1024;
 /// ...that arrive whole within this.
 const JSON_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The gateway's own routes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Route {
+pub enum Route {
     Register,
     Login,
     Refresh,
@@ -47,6 +42,7 @@ enum Route {
     LogoutAll,
     Me,
     Sessions,
+    /// `/api/auth/sessions/{id}`, the id as it came: parsed by the handler.
     Session(String),
     Password,
     Jwks,
@@ -55,15 +51,14 @@ enum Route {
     HealthDetailed,
     Metrics,
     DebugSession,
-    /// Under a path the gateway owns, but no such route.
-    UnknownOwned,
-    /// Everything else goes to the upstream.
-    Upstream,
+    /// Under a path the gateway owns, but no such route: 404.
+    UnknownOwned(&'static str),
 }
 
 impl Route {
-    fn resolve(path: &str) -> Route {
-        match path {
+    /// The route of a normalised path, if the gateway owns it.
+    pub fn resolve(path: &str) -> Option<Route> {
+        let route = match path {
             "/api/auth/register" => Route::Register,
             "/api/auth/login" => Route::Login,
             "/api/auth/refresh" => Route::Refresh,
@@ -78,12 +73,38 @@ impl Route {
             "/health/detailed" => Route::HealthDetailed,
             "/metrics" => Route::Metrics,
             "/api/debug/session" => Route::DebugSession,
+            _ if !paths::is_owned(path) => return None,
             _ => match path.strip_prefix("/api/auth/sessions/") {
                 Some(id) if !id.is_empty() && !id.contains('/') => Route::Session(id.to_string()),
-                _ if is_owned(path) => Route::UnknownOwned,
-                _ => Route::Upstream,
+                _ => Route::UnknownOwned(owned_label(path)),
             },
+        };
+        Some(route)
+    }
+
+    /// The metrics label: the group of owned paths the route belongs to.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Register
+            | Route::Login
+            | Route::Refresh
+            | Route::Logout
+            | Route::LogoutAll
+            | Route::Me
+            | Route::Sessions
+            | Route::Session(_)
+            | Route::Password => "auth",
+            Route::Jwks | Route::OpenIdConfiguration => "wellknown",
+            Route::Health | Route::HealthDetailed => "health",
+            Route::Metrics => "metrics",
+            Route::DebugSession => "debug",
+            Route::UnknownOwned(label) => label,
         }
+    }
+
+    /// Served on `--admin-listen` (and only there, when it is set).
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Route::HealthDetailed | Route::Metrics)
     }
 
     /// The methods a route answers; GET routes answer HEAD too.
@@ -107,139 +128,68 @@ impl Route {
             | Route::Metrics
             | Route::DebugSession => GET,
             Route::Session(_) => DELETE,
-            Route::UnknownOwned | Route::Upstream => &[],
+            Route::UnknownOwned(_) => &[],
         }
     }
 }
 
-/// The metrics label of a request path.
-pub fn route_class(path: &str) -> &'static str {
-    let under = |prefix: &str| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    };
+/// The metrics label of a path under an owned prefix.
+fn owned_label(path: &str) -> &'static str {
+    let under = |prefix| paths::is_under(path, prefix);
     if under("/api/auth") {
         "auth"
+    } else if under("/api/admin") {
+        "admin"
     } else if under("/.well-known") {
         "wellknown"
     } else if under("/health") {
         "health"
     } else if under("/metrics") {
         "metrics"
-    } else if under("/api/debug") {
-        "debug"
     } else {
-        "proxy"
+        "debug"
     }
 }
 
-/// The path prefixes the gateway keeps for itself.
-fn is_owned(path: &str) -> bool {
-    route_class(path) != "proxy"
-}
-
-/// Answers one request.
-pub async fn handle(
+/// Answers a request to one of the gateway's own routes.
+pub async fn answer(
     app: &Arc<App>,
+    ctx: &RequestContext,
+    route: Route,
     request: Request,
-    request_id: Option<&HeaderValue>,
-) -> Response<Body> {
-    let origin = request.headers().get(ORIGIN).cloned();
-    let mut response = match respond(app, request).await {
-        Ok(response) => response,
-        Err(error) => {
-            if let Some(reason) = error.auth_failure_reason() {
-                tracing::info!(
-                    reason,
-                    status = error.status().as_u16(),
-                    request_id = request_id.and_then(|id| id.to_str().ok()).unwrap_or(""),
-                    "auth failure"
-                );
-                app.metrics.auth_failure(reason);
-            }
-            error.into_response()
-        }
-    };
-    app.browser.apply_cors(origin.as_ref(), &mut response);
-    response
-}
-
-async fn respond(app: &Arc<App>, request: Request) -> Result<Response<Body>, ApiError> {
-    if let Some(preflight) = app.browser.preflight(request.method(), request.headers()) {
-        return Ok(preflight);
-    }
-    let uri = request.uri().clone();
-    let path = paths::normalize(uri.path())
-        .map_err(|error| ApiError::InvalidRequest(error.to_string()))?;
-    app.browser
-        .check_csrf(request.method(), request.headers())?;
-
-    let route = Route::resolve(&path);
+) -> Result<Response<Body>, ApiError> {
     match route {
-        Route::UnknownOwned => Err(ApiError::NotFound),
-        Route::DebugSession if !app.config.debug_endpoints => Err(ApiError::NotFound),
-        Route::Upstream => forward(app, request, &path).await,
+        Route::UnknownOwned(_) => return Err(ApiError::NotFound),
+        Route::DebugSession if !app.config.debug_endpoints => return Err(ApiError::NotFound),
         ref route if !route.methods().contains(request.method()) => {
-            Ok(method_not_allowed(route.methods()))
+            return Ok(method_not_allowed(route.methods()));
         }
-        Route::Register => auth::register(app, request).await,
-        Route::Login => auth::login(app, request).await,
-        Route::Refresh => auth::refresh(app, request).await,
-        Route::Logout => auth::logout(app, request).await,
-        Route::LogoutAll => auth::logout_all(app, request).await,
-        Route::Me => auth::me(app, request).await,
-        Route::Sessions => auth::sessions(app, request).await,
-        Route::Session(id) => auth::delete_session(app, request, id).await,
-        Route::Password => auth::change_password(app, request).await,
+        _ => {}
+    }
+    // Login CSRF: a cross-site form must not act on the auth routes, cookies
+    // or not.
+    if request.method() == Method::POST && route.label() == "auth" {
+        app.browser
+            .check_not_cross_origin(&ctx.facts(request.uri(), request.headers()))?;
+    }
+    match route {
+        Route::Register => auth::register(app, ctx, request).await,
+        Route::Login => auth::login(app, ctx, request).await,
+        Route::Refresh => auth::refresh(app, ctx, request).await,
+        Route::Logout => auth::logout(app, ctx, request).await,
+        Route::LogoutAll => auth::logout_all(app, ctx, request).await,
+        Route::Me => auth::me(app, ctx, request).await,
+        Route::Sessions => auth::sessions(app, ctx, request).await,
+        Route::Session(id) => auth::delete_session(app, ctx, request, id).await,
+        Route::Password => auth::change_password(app, ctx, request).await,
         Route::Jwks => Ok(wellknown::jwks(app)),
-        Route::OpenIdConfiguration => Ok(wellknown::openid_configuration(app, &request)),
+        Route::OpenIdConfiguration => Ok(wellknown::openid_configuration(app, ctx, &request)),
         Route::Health => Ok(health::health()),
         Route::HealthDetailed => Ok(health::detailed(app).await),
         Route::Metrics => Ok(health::metrics(app)),
         Route::DebugSession => Ok(debug::session(app, &request).await),
+        Route::UnknownOwned(_) => Err(ApiError::NotFound),
     }
-}
-
-/// Authenticates a request for the upstream (optionally, on a public path)
-/// and forwards it.
-async fn forward(app: &Arc<App>, request: Request, path: &str) -> Result<Response<Body>, ApiError> {
-    if !app.proxy.is_configured() {
-        return Err(ApiError::UpstreamNotConfigured);
-    }
-    let public = app
-        .config
-        .public_paths
-        .iter()
-        .any(|prefix| paths::is_under(path, prefix));
-    let identity = match presented_token(request.headers()) {
-        None if public => None,
-        None => return Err(ApiError::Unauthorized),
-        Some(presented) => match app.authenticator.verify(presented, now_ms() / 1000).await {
-            Ok(identity) => Some(identity),
-            Err(_) if public => None,
-            Err(reason) => return Err(ApiError::InvalidToken(reason)),
-        },
-    };
-    let peer = PeerAddr::ip_of(request.extensions());
-    let peer_is_trusted = is_trusted_proxy(peer, &app.config.trusted_proxies);
-    let mut response = app
-        .proxy
-        .forward(
-            request,
-            Forwarding {
-                path,
-                identity: identity.as_ref(),
-                peer,
-                peer_is_trusted,
-            },
-        )
-        .await?;
-    if let Some(identity) = identity {
-        response
-            .extensions_mut()
-            .insert(AuthenticatedUser(identity.claims));
-    }
-    Ok(response)
 }
 
 fn method_not_allowed(allowed: &[Method]) -> Response<Body> {

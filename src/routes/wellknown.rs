@@ -1,14 +1,14 @@
 //! `/.well-known/…`: the public keys and OpenID discovery, for upstreams that
 //! validate tokens themselves.
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use super::Request;
 use crate::app::App;
 use crate::body::{Body, full, json};
-use crate::client::{PeerAddr, is_trusted_proxy};
+use crate::pipeline::RequestContext;
 
 /// Verifiers may cache the key set this long; a rotation publishes the next
 /// key well before it signs, so caching never hides a signing key.
@@ -30,10 +30,15 @@ struct Discovery {
     token_endpoint_auth_methods_supported: [&'static str; 1],
 }
 
-pub fn openid_configuration(app: &App, request: &Request) -> Response<Body> {
+pub fn openid_configuration(app: &App, ctx: &RequestContext, request: &Request) -> Response<Body> {
     let configured = configured_base_url(app);
     let cacheable = configured.is_some();
-    let base = configured.unwrap_or_else(|| request_base_url(app, request));
+    let base = configured
+        .or_else(|| {
+            app.browser
+                .own_origin(&ctx.facts(request.uri(), request.headers()))
+        })
+        .unwrap_or_else(|| "http://localhost".to_string());
     let mut response = json(
         StatusCode::OK,
         &Discovery {
@@ -51,34 +56,15 @@ pub fn openid_configuration(app: &App, request: &Request) -> Response<Body> {
     response
 }
 
-/// Where clients reach the gateway, when the configuration says: the issuer,
-/// if it is a URL.
+/// Where clients reach the gateway, when the configuration says:
+/// `--public-url`, else the issuer if it is a URL.
 fn configured_base_url(app: &App) -> Option<String> {
+    if let Some(public_url) = &app.config.public_url {
+        return Some(public_url.as_str().to_string());
+    }
     let issuer = app.config.issuer.trim_end_matches('/');
     if issuer.starts_with("https://") || issuer.starts_with("http://") {
         return Some(issuer.to_string());
     }
     None
-}
-
-/// The request's own scheme and host, as a trusted proxy forwarded them.
-fn request_base_url(app: &App, request: &Request) -> String {
-    let headers = request.headers();
-    let from_trusted_proxy = is_trusted_proxy(
-        PeerAddr::ip_of(request.extensions()),
-        &app.config.trusted_proxies,
-    );
-    let forwarded = |name: &str| {
-        from_trusted_proxy
-            .then(|| headers.get(name).and_then(|v| v.to_str().ok()))
-            .flatten()
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-    };
-    let scheme = forwarded("x-forwarded-proto").unwrap_or("http");
-    let host = forwarded("x-forwarded-host")
-        .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()))
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("localhost");
-    format!("{scheme}://{host}")
 }

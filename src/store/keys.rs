@@ -1,24 +1,25 @@
 //! The public halves of signing keys, shared by every instance on the database.
 
-use sqlx::Row;
+use std::time::Duration;
 
 use super::{Store, StoreResult};
+use crate::time::UnixMillis;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct RecordedKey {
     pub kid: String,
     pub alg: String,
     /// The public JWK as JSON.
     pub public_jwk: String,
-    pub created_at: i64,
+    pub created_at: UnixMillis,
     /// When the key stopped signing; `None` while it is `next` or `active`.
-    pub retired_at: Option<i64>,
+    pub retired_at: Option<UnixMillis>,
 }
 
 impl Store {
     /// Records this instance's keys, or updates their retirement, and marks
     /// them seen at `now`.
-    pub async fn record_keys(&self, keys: &[RecordedKey], now: i64) -> StoreResult<()> {
+    pub async fn record_keys(&self, keys: &[RecordedKey], now: UnixMillis) -> StoreResult<()> {
         self.bounded(async {
             let mut tx = self.begin_write().await?;
             for key in keys {
@@ -50,30 +51,18 @@ impl Store {
     /// lost), `held_slack_ms` after it was last seen.
     pub async fn recorded_keys(
         &self,
-        live_since: i64,
-        held_slack_ms: i64,
+        live_since: UnixMillis,
+        held_slack: Duration,
     ) -> StoreResult<Vec<RecordedKey>> {
         self.bounded(async {
-            let rows = sqlx::query(
+            Ok(sqlx::query_as(
                 "SELECT kid, alg, public_jwk, created_at, retired_at FROM signing_keys \
                  WHERE COALESCE(retired_at, last_seen_at + $2) >= $1",
             )
             .bind(live_since)
-            .bind(held_slack_ms)
+            .bind(held_slack.as_millis() as i64)
             .fetch_all(&self.pool)
-            .await?;
-            Ok(rows
-                .iter()
-                .map(|row| {
-                    Ok(RecordedKey {
-                        kid: row.try_get("kid")?,
-                        alg: row.try_get("alg")?,
-                        public_jwk: row.try_get("public_jwk")?,
-                        created_at: row.try_get("created_at")?,
-                        retired_at: row.try_get("retired_at")?,
-                    })
-                })
-                .collect::<sqlx::Result<_>>()?)
+            .await?)
         })
         .await
     }
@@ -82,15 +71,15 @@ impl Store {
     /// [`Store::recorded_keys`]): no unexpired token can carry them.
     pub async fn delete_recorded_keys(
         &self,
-        live_since: i64,
-        held_slack_ms: i64,
+        live_since: UnixMillis,
+        held_slack: Duration,
     ) -> StoreResult<u64> {
         self.bounded(async {
             let result = sqlx::query(
                 "DELETE FROM signing_keys WHERE COALESCE(retired_at, last_seen_at + $2) < $1",
             )
             .bind(live_since)
-            .bind(held_slack_ms)
+            .bind(held_slack.as_millis() as i64)
             .execute(&self.pool)
             .await?;
             Ok(result.rows_affected())

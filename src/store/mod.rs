@@ -17,9 +17,11 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, Transaction};
 use sqlx::{AnyConnection, AnyPool};
 
+use crate::time::UnixMillis;
+
 pub use backend::Backend;
 pub use keys::RecordedKey;
-pub use sessions::{NewSession, Rotation, SessionInfo, SessionOwner};
+pub use sessions::{NewSession, Presented, Rotation, SessionInfo, SessionOwner};
 pub use users::{NewUser, User};
 
 /// How long one store operation may take, queueing for a connection included.
@@ -138,9 +140,23 @@ impl Store {
         }
     }
 
-    /// Starts a write transaction. SQLite takes its write lock up front so
-    /// that two writers never deadlock upgrading a read lock.
-    async fn begin_write(&self) -> StoreResult<Transaction<'static, Any>> {
+    /// Starts a write transaction: every write goes through one, run
+    /// inside [`Store::bounded`] and committed at its end. SQLite takes its
+    /// write lock up front so that two writers never deadlock upgrading a
+    /// read lock.
+    async fn begin_write(&self) -> StoreResult<WriteTx> {
         Ok(self.pool.begin_with(self.backend.begin_write_sql()).await?)
     }
+
+    /// The database clock, so that times written by every instance (when a
+    /// session was revoked, when a refresh token was spent) share one clock.
+    async fn db_now(&self, conn: &mut AnyConnection) -> StoreResult<UnixMillis> {
+        Ok(UnixMillis::new(
+            sqlx::query_scalar(self.backend.now_ms_sql())
+                .fetch_one(conn)
+                .await?,
+        ))
+    }
 }
+
+type WriteTx = Transaction<'static, Any>;

@@ -1,56 +1,91 @@
 //! Sessions and their refresh tokens. A session is one login; each refresh
-//! spends the presented token and records a child in the same session, so the
-//! lineage of every token is known and one logout ends every branch.
+//! spends the presented token and records its one successor in the same
+//! session, so the lineage of every token is known and one logout ends every
+//! branch.
 
-use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use std::time::Duration;
 
-use super::users::split_roles;
-use super::{Store, StoreResult};
-use crate::domain::{SessionId, UserId, Username};
+use sqlx::AnyConnection;
+
+use super::{Store, StoreResult, WriteTx};
+use crate::domain::{Roles, SessionId, UserId, Username};
+use crate::time::UnixMillis;
 
 pub struct NewSession<'a> {
     pub user_id: &'a UserId,
     pub user_agent: Option<&'a str>,
     pub ip: Option<&'a str>,
-    pub now: i64,
-    pub expires_at: i64,
+    pub now: UnixMillis,
+    pub expires_at: UnixMillis,
     /// Hash of the session's first refresh token.
     pub refresh_hash: &'a str,
 }
 
 /// A live session as its owner sees it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct SessionInfo {
     pub id: SessionId,
-    pub created_at: i64,
-    pub last_used_at: i64,
-    pub expires_at: i64,
+    pub created_at: UnixMillis,
+    pub last_used_at: UnixMillis,
+    pub expires_at: UnixMillis,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
 }
 
 /// Who a session belongs to, as needed to issue its tokens.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct SessionOwner {
+    #[sqlx(rename = "id")]
     pub session_id: SessionId,
     pub user_id: UserId,
     pub username: Username,
-    pub roles: Vec<String>,
-    pub expires_at: i64,
+    #[sqlx(try_from = "String")]
+    pub roles: Roles,
+    pub expires_at: UnixMillis,
+}
+
+/// A refresh token presented for rotation, as the store sees it.
+pub struct Presented<'a> {
+    /// The stored form of the presented token.
+    pub hash: &'a str,
+    /// Its successor the first time it is spent: the hash to store, and the
+    /// token sealed so that only a holder of the presented token can read it
+    /// back (see `auth::refresh`).
+    pub successor_hash: &'a str,
+    pub successor_sealed: &'a str,
+    /// How long a spent token still yields its successor.
+    pub reuse_grace: Duration,
+    /// A session not refreshed for this long cannot be refreshed.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The outcome of presenting a refresh token.
 #[derive(Debug)]
 pub enum Rotation {
-    /// The token was spent (or re-presented within the grace) and the new
-    /// token recorded in the same session.
+    /// The token was spent now and its successor recorded.
     Rotated(SessionOwner),
+    /// The token was spent within the reuse grace: its successor (sealed as
+    /// it was recorded the first time) is answered again.
+    Replayed {
+        owner: SessionOwner,
+        successor_sealed: String,
+    },
     /// The token was spent longer ago than the grace allows: the session is
     /// now revoked.
     Reused { session_id: SessionId },
+    /// The session went unused for longer than the idle timeout.
+    Idle,
     /// Unknown token, or its session is revoked, expired or its user disabled.
     Invalid,
+}
+
+/// One row of `refresh_tokens`, as the rotation reads it after spending it.
+#[derive(sqlx::FromRow)]
+struct Spent {
+    session_id: SessionId,
+    spent_at: UnixMillis,
+    use_count: i64,
+    successor_sealed: Option<String>,
 }
 
 impl Store {
@@ -63,8 +98,8 @@ impl Store {
                 "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip) \
                  VALUES ($1, $2, $3, $3, $4, $5, $6)",
             )
-            .bind(&id.0)
-            .bind(&new.user_id.0)
+            .bind(&id)
+            .bind(new.user_id)
             .bind(new.now)
             .bind(new.expires_at)
             .bind(new.user_agent)
@@ -78,67 +113,97 @@ impl Store {
         .await
     }
 
-    /// Spends the refresh token hashed as `presented` and records `next` as
-    /// its child, in one transaction. The first statement locks the token's
-    /// row, so concurrent presentations of one token queue up and each sees
-    /// the previous one's outcome: they all land in the same session.
-    pub async fn rotate_refresh_token(
-        &self,
-        presented: &str,
-        next: &str,
-        now: i64,
-        reuse_grace_ms: i64,
-    ) -> StoreResult<Rotation> {
+    /// Spends a refresh token, in one transaction on the database's clock.
+    /// The first statement locks the token's row, so concurrent
+    /// presentations of one token queue up and each sees the previous one's
+    /// outcome: the first records the successor, the others (within the
+    /// grace) get that same successor back, and a session never has two live
+    /// refresh tokens.
+    pub async fn rotate_refresh_token(&self, presented: Presented<'_>) -> StoreResult<Rotation> {
         self.bounded(async {
             let mut tx = self.begin_write().await?;
-            let spent = sqlx::query(
-                "UPDATE refresh_tokens SET use_count = use_count + 1, spent_at = COALESCE(spent_at, $1) \
-                 WHERE token_hash = $2 RETURNING session_id, spent_at, use_count",
-            )
-            .bind(now)
-            .bind(presented)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(spent) = spent else {
-                return Ok(Rotation::Invalid);
-            };
-            let session_id = SessionId(spent.try_get("session_id")?);
-            let spent_at: i64 = spent.try_get("spent_at")?;
-            let use_count: i64 = spent.try_get("use_count")?;
-
-            if use_count > 1 && now - spent_at > reuse_grace_ms {
-                self.revoke_session_in(&mut tx, &session_id).await?;
-                tx.commit().await?;
-                return Ok(Rotation::Reused { session_id });
-            }
-
-            let Some(owner) = live_session_owner(&mut tx, &session_id, now).await? else {
-                // Leave the token as it was: nothing about it changed.
-                tx.rollback().await?;
-                return Ok(Rotation::Invalid);
-            };
-            insert_refresh_token(&mut tx, next, &session_id, Some(presented), now).await?;
-            sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(&session_id.0)
-                .execute(&mut *tx)
-                .await?;
+            let rotation = self.rotate_in(&mut tx, &presented).await?;
             tx.commit().await?;
-            Ok(Rotation::Rotated(owner))
+            Ok(rotation)
         })
         .await
+    }
+
+    async fn rotate_in(
+        &self,
+        tx: &mut WriteTx,
+        presented: &Presented<'_>,
+    ) -> StoreResult<Rotation> {
+        let now = self.db_now(tx).await?;
+        let spent: Option<Spent> = sqlx::query_as(
+            "UPDATE refresh_tokens SET use_count = use_count + 1, spent_at = COALESCE(spent_at, $1) \
+             WHERE token_hash = $2 RETURNING session_id, spent_at, use_count, successor_sealed",
+        )
+        .bind(now)
+        .bind(presented.hash)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(spent) = spent else {
+            return Ok(Rotation::Invalid);
+        };
+
+        if spent.use_count > 1 {
+            if now.since(spent.spent_at) > presented.reuse_grace {
+                self.revoke_session_in(tx, &spent.session_id).await?;
+                return Ok(Rotation::Reused {
+                    session_id: spent.session_id,
+                });
+            }
+            let (Some(owner), Some(successor_sealed)) = (
+                live_session_owner(tx, &spent.session_id, now).await?,
+                spent.successor_sealed,
+            ) else {
+                return Ok(Rotation::Invalid);
+            };
+            return Ok(Rotation::Replayed {
+                owner,
+                successor_sealed,
+            });
+        }
+
+        if let Some(idle_timeout) = presented.idle_timeout
+            && is_idle(tx, &spent.session_id, now.minus(idle_timeout)).await?
+        {
+            return Ok(Rotation::Idle);
+        }
+        let Some(owner) = live_session_owner(tx, &spent.session_id, now).await? else {
+            return Ok(Rotation::Invalid);
+        };
+        insert_refresh_token(
+            tx,
+            presented.successor_hash,
+            &spent.session_id,
+            Some(presented.hash),
+            now,
+        )
+        .await?;
+        sqlx::query("UPDATE refresh_tokens SET successor_sealed = $1 WHERE token_hash = $2")
+            .bind(presented.successor_sealed)
+            .bind(presented.hash)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&spent.session_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(Rotation::Rotated(owner))
     }
 
     /// The session a refresh token belongs to, spent or not.
     pub async fn session_of_refresh_token(&self, hash: &str) -> StoreResult<Option<SessionId>> {
         self.bounded(async {
-            let row = sqlx::query("SELECT session_id FROM refresh_tokens WHERE token_hash = $1")
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(row
-                .map(|row| row.try_get("session_id").map(SessionId))
-                .transpose()?)
+            Ok(
+                sqlx::query_scalar("SELECT session_id FROM refresh_tokens WHERE token_hash = $1")
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
         })
         .await
     }
@@ -148,7 +213,7 @@ impl Store {
     pub async fn live_session(
         &self,
         id: &SessionId,
-        now: i64,
+        now: UnixMillis,
     ) -> StoreResult<Option<SessionOwner>> {
         self.bounded(async {
             let mut conn = self.pool.acquire().await?;
@@ -184,18 +249,21 @@ impl Store {
     }
 
     /// The user's sessions that are neither revoked nor expired, newest first.
-    pub async fn active_sessions(&self, user: &UserId, now: i64) -> StoreResult<Vec<SessionInfo>> {
+    pub async fn active_sessions(
+        &self,
+        user: &UserId,
+        now: UnixMillis,
+    ) -> StoreResult<Vec<SessionInfo>> {
         self.bounded(async {
-            let rows = sqlx::query(
+            Ok(sqlx::query_as(
                 "SELECT id, created_at, last_used_at, expires_at, user_agent, ip FROM sessions \
                  WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
                  ORDER BY created_at DESC",
             )
-            .bind(&user.0)
+            .bind(user)
             .bind(now)
             .fetch_all(&self.pool)
-            .await?;
-            Ok(rows.iter().map(session_info).collect::<sqlx::Result<_>>()?)
+            .await?)
         })
         .await
     }
@@ -203,29 +271,29 @@ impl Store {
     /// Which user a session belongs to, whatever its state.
     pub async fn session_user(&self, id: &SessionId) -> StoreResult<Option<UserId>> {
         self.bounded(async {
-            let row = sqlx::query("SELECT user_id FROM sessions WHERE id = $1")
-                .bind(&id.0)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(row
-                .map(|row| row.try_get("user_id").map(UserId))
-                .transpose()?)
+            Ok(
+                sqlx::query_scalar("SELECT user_id FROM sessions WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
         })
         .await
     }
 
-    /// Sessions revoked at or after `since` (database clock, unix ms), with
-    /// when they were revoked.
-    pub async fn revoked_since(&self, since: i64) -> StoreResult<Vec<(SessionId, i64)>> {
+    /// Sessions revoked at or after `since` (database clock), with when they
+    /// were revoked.
+    pub async fn revoked_since(
+        &self,
+        since: UnixMillis,
+    ) -> StoreResult<Vec<(SessionId, UnixMillis)>> {
         self.bounded(async {
-            let rows = sqlx::query("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1")
-                .bind(since)
-                .fetch_all(&self.pool)
-                .await?;
-            Ok(rows
-                .iter()
-                .map(|row| Ok((SessionId(row.try_get("id")?), row.try_get("revoked_at")?)))
-                .collect::<sqlx::Result<_>>()?)
+            Ok(
+                sqlx::query_as("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1")
+                    .bind(since)
+                    .fetch_all(&self.pool)
+                    .await?,
+            )
         })
         .await
     }
@@ -235,8 +303,8 @@ impl Store {
     /// `revoked_before`. Returns how many went.
     pub async fn delete_finished_sessions(
         &self,
-        now: i64,
-        revoked_before: i64,
+        now: UnixMillis,
+        revoked_before: UnixMillis,
     ) -> StoreResult<u64> {
         self.bounded(async {
             let result =
@@ -252,14 +320,14 @@ impl Store {
 
     pub(super) async fn revoke_session_in(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         id: &SessionId,
     ) -> StoreResult<bool> {
         let now = self.db_now(tx).await?;
         let result =
             sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now)
-                .bind(&id.0)
+                .bind(id)
                 .execute(&mut **tx)
                 .await?;
         Ok(result.rows_affected() > 0)
@@ -267,48 +335,36 @@ impl Store {
 
     pub(super) async fn revoke_user_sessions_in(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         user: &UserId,
         keep: Option<&SessionId>,
     ) -> StoreResult<Vec<SessionId>> {
         let now = self.db_now(tx).await?;
-        let rows = sqlx::query(
+        Ok(sqlx::query_scalar(
             "UPDATE sessions SET revoked_at = $1 \
              WHERE user_id = $2 AND revoked_at IS NULL AND id <> $3 RETURNING id",
         )
         .bind(now)
-        .bind(&user.0)
-        .bind(keep.map(|id| id.0.as_str()).unwrap_or(""))
+        .bind(user)
+        .bind(keep.map_or("", SessionId::as_str))
         .fetch_all(&mut **tx)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|row| row.try_get("id").map(SessionId))
-            .collect::<sqlx::Result<_>>()?)
-    }
-
-    /// The database clock, so that revocation times from every instance
-    /// share one clock.
-    async fn db_now(&self, tx: &mut Transaction<'static, Any>) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(self.backend.now_ms_sql())
-            .fetch_one(&mut **tx)
-            .await?)
+        .await?)
     }
 }
 
 async fn insert_refresh_token(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     hash: &str,
     session: &SessionId,
     parent: Option<&str>,
-    now: i64,
+    now: UnixMillis,
 ) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO refresh_tokens (token_hash, session_id, parent_hash, created_at) \
          VALUES ($1, $2, $3, $4)",
     )
     .bind(hash)
-    .bind(&session.0)
+    .bind(session)
     .bind(parent)
     .bind(now)
     .execute(&mut **tx)
@@ -316,40 +372,32 @@ async fn insert_refresh_token(
     Ok(())
 }
 
-async fn live_session_owner(
-    conn: &mut sqlx::AnyConnection,
+/// Whether a session was last used before `cutoff`.
+async fn is_idle(
+    conn: &mut AnyConnection,
     id: &SessionId,
-    now: i64,
+    cutoff: UnixMillis,
+) -> sqlx::Result<bool> {
+    let last_used: Option<UnixMillis> =
+        sqlx::query_scalar("SELECT last_used_at FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(last_used.is_some_and(|last_used| last_used < cutoff))
+}
+
+async fn live_session_owner(
+    conn: &mut AnyConnection,
+    id: &SessionId,
+    now: UnixMillis,
 ) -> sqlx::Result<Option<SessionOwner>> {
-    let row = sqlx::query(
-        "SELECT s.user_id, s.expires_at, u.username, u.roles FROM sessions s \
+    sqlx::query_as(
+        "SELECT s.id, s.user_id, s.expires_at, u.username, u.roles FROM sessions s \
          JOIN users u ON u.id = s.user_id \
          WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND u.disabled_at IS NULL",
     )
-    .bind(&id.0)
+    .bind(id)
     .bind(now)
     .fetch_optional(conn)
-    .await?;
-    row.map(|row| {
-        let roles: String = row.try_get("roles")?;
-        Ok(SessionOwner {
-            session_id: id.clone(),
-            user_id: UserId(row.try_get("user_id")?),
-            username: Username::from_trusted(row.try_get("username")?),
-            roles: split_roles(&roles),
-            expires_at: row.try_get("expires_at")?,
-        })
-    })
-    .transpose()
-}
-
-fn session_info(row: &AnyRow) -> sqlx::Result<SessionInfo> {
-    Ok(SessionInfo {
-        id: SessionId(row.try_get("id")?),
-        created_at: row.try_get("created_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        expires_at: row.try_get("expires_at")?,
-        user_agent: row.try_get("user_agent")?,
-        ip: row.try_get("ip")?,
-    })
+    .await
 }

@@ -1,52 +1,36 @@
 //! Accounts: usernames are unique without regard to case.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
 use super::{Store, StoreError, StoreResult};
-use crate::domain::{SessionId, UserId, Username};
+use crate::domain::{Roles, Secret, SessionId, UserId, Username};
+use crate::time::UnixMillis;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct User {
     pub id: UserId,
     pub username: Username,
-    pub roles: Vec<String>,
-    /// The argon2 PHC string; a hash, but still never logged.
-    pub password_hash: String,
-    pub disabled: bool,
-    pub created_at: i64,
+    #[sqlx(try_from = "String")]
+    pub roles: Roles,
+    /// The argon2 PHC string: a hash, but still never logged.
+    #[sqlx(try_from = "String")]
+    pub password_hash: Secret,
+    pub disabled_at: Option<UnixMillis>,
+    pub created_at: UnixMillis,
+}
+
+impl User {
+    pub fn is_disabled(&self) -> bool {
+        self.disabled_at.is_some()
+    }
 }
 
 pub struct NewUser<'a> {
     pub username: &'a Username,
     pub password_hash: String,
-    pub roles: Vec<String>,
-    pub now: i64,
+    pub roles: Roles,
+    pub now: UnixMillis,
 }
 
 const USER_COLUMNS: &str = "id, username, roles, password_hash, disabled_at, created_at";
-
-impl User {
-    fn from_row(row: &AnyRow) -> sqlx::Result<User> {
-        let roles: String = row.try_get("roles")?;
-        Ok(User {
-            id: UserId(row.try_get("id")?),
-            username: Username::from_trusted(row.try_get("username")?),
-            roles: split_roles(&roles),
-            password_hash: row.try_get("password_hash")?,
-            disabled: row.try_get::<Option<i64>, _>("disabled_at")?.is_some(),
-            created_at: row.try_get("created_at")?,
-        })
-    }
-}
-
-pub(super) fn split_roles(joined: &str) -> Vec<String> {
-    joined
-        .split(',')
-        .filter(|role| !role.is_empty())
-        .map(str::to_string)
-        .collect()
-}
 
 impl Store {
     /// Creates a user; [`StoreError::Conflict`] when the username (in any
@@ -57,19 +41,19 @@ impl Store {
                 id: UserId::new_random(),
                 username: new.username.clone(),
                 roles: new.roles,
-                password_hash: new.password_hash,
-                disabled: false,
+                password_hash: Secret::new(new.password_hash),
+                disabled_at: None,
                 created_at: new.now,
             };
             sqlx::query(
                 "INSERT INTO users (id, username, username_key, password_hash, roles, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
-            .bind(&user.id.0)
-            .bind(user.username.as_str())
+            .bind(&user.id)
+            .bind(&user.username)
             .bind(user.username.key())
-            .bind(&user.password_hash)
-            .bind(user.roles.join(","))
+            .bind(user.password_hash.expose())
+            .bind(user.roles.joined())
             .bind(user.created_at)
             .execute(&self.pool)
             .await?;
@@ -81,11 +65,10 @@ impl Store {
     pub async fn user_by_username(&self, username: &Username) -> StoreResult<Option<User>> {
         self.bounded(async {
             let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username_key = $1");
-            let row = sqlx::query(&sql)
+            Ok(sqlx::query_as(&sql)
                 .bind(username.key())
                 .fetch_optional(&self.pool)
-                .await?;
-            Ok(row.as_ref().map(User::from_row).transpose()?)
+                .await?)
         })
         .await
     }
@@ -93,11 +76,10 @@ impl Store {
     pub async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>> {
         self.bounded(async {
             let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-            let row = sqlx::query(&sql)
-                .bind(&id.0)
+            Ok(sqlx::query_as(&sql)
+                .bind(id)
                 .fetch_optional(&self.pool)
-                .await?;
-            Ok(row.as_ref().map(User::from_row).transpose()?)
+                .await?)
         })
         .await
     }
@@ -105,11 +87,7 @@ impl Store {
     pub async fn list_users(&self) -> StoreResult<Vec<User>> {
         self.bounded(async {
             let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username_key");
-            let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
-            Ok(rows
-                .iter()
-                .map(User::from_row)
-                .collect::<sqlx::Result<_>>()?)
+            Ok(sqlx::query_as(&sql).fetch_all(&self.pool).await?)
         })
         .await
     }
@@ -120,7 +98,7 @@ impl Store {
         self.bounded(async {
             sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
                 .bind(password_hash)
-                .bind(&id.0)
+                .bind(id)
                 .execute(&self.pool)
                 .await?;
             Ok(())
@@ -140,7 +118,7 @@ impl Store {
             let mut tx = self.begin_write().await?;
             let updated = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
                 .bind(password_hash)
-                .bind(&id.0)
+                .bind(id)
                 .execute(&mut *tx)
                 .await?;
             if updated.rows_affected() == 0 {
@@ -159,13 +137,13 @@ impl Store {
         &self,
         id: &UserId,
         disabled: bool,
-        now: i64,
+        now: UnixMillis,
     ) -> StoreResult<Vec<SessionId>> {
         self.bounded(async {
             let mut tx = self.begin_write().await?;
             sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
                 .bind(disabled.then_some(now))
-                .bind(&id.0)
+                .bind(id)
                 .execute(&mut *tx)
                 .await?;
             let revoked = if disabled {

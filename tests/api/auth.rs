@@ -7,7 +7,8 @@ use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use http::{Method, StatusCode};
 use serde_json::json;
-use tollgate::domain::{UserId, now_ms};
+use tollgate::domain::UserId;
+use tollgate::time::UnixMillis;
 
 use crate::helpers::{Backend, Body, PASSWORD, TestApp, Tokens, claims_of};
 use crate::on_both_backends;
@@ -230,8 +231,11 @@ async fn disabled_accounts_can_neither_log_in_nor_refresh(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let tokens = app.signed_up("alice").await;
     let store = app.deployment.database.store().await;
-    let alice = UserId(tokens.user_id.clone());
-    let revoked = store.set_disabled(&alice, true, now_ms()).await.unwrap();
+    let alice = UserId::parse(&tokens.user_id).unwrap();
+    let revoked = store
+        .set_disabled(&alice, true, UnixMillis::now())
+        .await
+        .unwrap();
     assert_eq!(revoked.len(), 1);
 
     app.login("alice", PASSWORD)
@@ -254,7 +258,10 @@ async fn disabled_accounts_can_neither_log_in_nor_refresh(backend: Backend) {
     }
     me.assert_rejected("revoked");
 
-    store.set_disabled(&alice, false, now_ms()).await.unwrap();
+    store
+        .set_disabled(&alice, false, UnixMillis::now())
+        .await
+        .unwrap();
     let login = app.login("alice", PASSWORD).await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.text());
 }
@@ -262,7 +269,7 @@ async fn disabled_accounts_can_neither_log_in_nor_refresh(backend: Backend) {
 async fn passwords_hashed_with_old_parameters_are_rehashed_at_login(backend: Backend) {
     const CURRENT: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
     let app = TestApp::spawn(backend).await;
-    let alice = UserId(app.signed_up("alice").await.user_id);
+    let alice = UserId::parse(&app.signed_up("alice").await.user_id).unwrap();
     let store = app.deployment.database.store().await;
     let stored_hash = || async {
         store
@@ -271,6 +278,8 @@ async fn passwords_hashed_with_old_parameters_are_rehashed_at_login(backend: Bac
             .unwrap()
             .unwrap()
             .password_hash
+            .expose()
+            .to_string()
     };
     assert!(stored_hash().await.starts_with(CURRENT));
 

@@ -89,7 +89,9 @@ impl Deployment {
         ];
         args.extend(extra.iter().map(|arg| arg.to_string()));
         let cli = Cli::try_parse_from(args).expect("test flags parse");
-        Config::from_args(cli.config, None).expect("test configuration is valid")
+        cli.config
+            .into_config(&|_| None)
+            .expect("test configuration is valid")
     }
 
     pub async fn spawn(&self, extra: &[&str]) -> TestApp {
@@ -141,7 +143,7 @@ impl TestApp {
         let server = tokio::spawn({
             let app = app.clone();
             async move {
-                tollgate::server::run(listener, app, async {
+                tollgate::server::run(listener.into(), app, async {
                     let _ = on_shutdown.await;
                 })
                 .await

@@ -43,11 +43,13 @@ async fn a_rotation_is_picked_up_and_old_tokens_keep_working(backend: Backend) {
             .json(),
     );
 
-    let keys = tollgate::auth::keys::KeyDir::open(app.deployment.keys_dir()).unwrap();
-    let records = keys.rotate(None, tollgate::domain::now_ms()).unwrap();
+    let keys = tollgate::auth::keydir::KeyDir::open(app.deployment.keys_dir()).unwrap();
+    let records = keys
+        .rotate(None, tollgate::time::UnixMillis::now())
+        .unwrap();
     let new_active = records
         .iter()
-        .find(|key| key.state == tollgate::auth::keys::KeyState::Active)
+        .find(|key| key.state == tollgate::auth::keydir::KeyState::Active)
         .unwrap()
         .kid
         .clone();
@@ -287,8 +289,11 @@ async fn finished_sessions_are_deleted_with_their_refresh_tokens(backend: Backen
             .is_some()
     );
 
-    let now = tollgate::domain::now_ms();
-    let deleted = store.delete_finished_sessions(now, now + 1).await.unwrap();
+    let now = tollgate::time::UnixMillis::now();
+    let deleted = store
+        .delete_finished_sessions(now, now.plus(Duration::from_millis(1)))
+        .await
+        .unwrap();
     assert_eq!(deleted, 1, "the revoked session goes, the live one stays");
     assert!(
         store
@@ -300,7 +305,10 @@ async fn finished_sessions_are_deleted_with_their_refresh_tokens(backend: Backen
     );
     assert_eq!(app.refresh(&live.refresh).await.status, StatusCode::OK);
     let expired = store
-        .delete_finished_sessions(now + 32 * 86_400_000, 0)
+        .delete_finished_sessions(
+            now.plus(Duration::from_secs(32 * 86_400)),
+            tollgate::time::UnixMillis::new(0),
+        )
         .await
         .unwrap();
     assert_eq!(expired, 1, "sessions past their end go too");

@@ -90,20 +90,29 @@ async fn unknown_refresh_tokens_are_refused(backend: Backend) {
     );
 }
 
-async fn a_spent_token_within_the_grace_still_refreshes_in_the_same_session(backend: Backend) {
+async fn a_spent_token_within_the_grace_gets_the_same_successor(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let first = app.signed_up("alice").await;
     let second = Tokens::from(&app.refresh(&first.refresh).await);
-    // A second tab presents the same token a moment later.
+    // A second tab (or a retry after a lost answer) presents the same token
+    // a moment later: the same successor, a fresh access token.
     let again = app.refresh(&first.refresh).await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.text());
     let again = Tokens::from(&again);
     assert_eq!(again.session_id(), first.session_id());
-    assert_ne!(again.refresh, second.refresh);
-    for token in [&again.refresh, &second.refresh] {
-        let response = app.refresh(token).await;
-        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
-    }
+    assert_eq!(again.refresh, second.refresh, "a session never forks");
+    assert_eq!(app.me(&again.access).await.status, StatusCode::OK);
+    let by_cookie = app.refresh_by_cookie(&first.refresh, None).await;
+    assert_eq!(by_cookie.status, StatusCode::OK, "{}", by_cookie.text());
+    assert!(
+        by_cookie
+            .set_cookie("tollgate_refresh")
+            .unwrap()
+            .starts_with(&format!("tollgate_refresh={};", second.refresh))
+    );
+    // The one successor goes on rotating.
+    let third = app.refresh(&second.refresh).await;
+    assert_eq!(third.status, StatusCode::OK, "{}", third.text());
 }
 
 async fn a_refresh_token_reused_after_the_grace_revokes_the_session(backend: Backend) {
@@ -142,6 +151,10 @@ async fn simultaneous_refreshes_share_one_session_that_one_logout_ends(backend: 
         .collect();
     for branch in &branches {
         assert_eq!(branch.session_id(), first.session_id());
+        assert_eq!(
+            branch.refresh, branches[0].refresh,
+            "one successor: the session never has two live refresh tokens"
+        );
     }
 
     let response = app.logout(&branches[7].access).await;
@@ -171,12 +184,38 @@ async fn a_session_ends_at_the_refresh_ttl(backend: Backend) {
         .assert_error(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
 }
 
+async fn an_idle_session_cannot_be_refreshed(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--session-idle-timeout", "2s"]).await;
+    let first = app.signed_up("alice").await;
+    // Used within the timeout: each refresh starts it again.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let second = app.refresh(&first.refresh).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let third = app.refresh(&Tokens::from(&second).refresh).await;
+    assert_eq!(third.status, StatusCode::OK, "{}", third.text());
+    // Then left alone for longer than the timeout.
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    let idle = app.refresh(&Tokens::from(&third).refresh).await;
+    idle.assert_error(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
+    assert_eq!(idle.json()["reason"], "idle");
+}
+
+async fn an_empty_refresh_token_is_an_invalid_request(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.post_json("/api/auth/refresh", json!({ "refresh_token": "" }))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+}
+
 on_both_backends!(
+    an_idle_session_cannot_be_refreshed,
+    an_empty_refresh_token_is_an_invalid_request,
     refreshing_rotates_the_token_within_the_session,
     refresh_reads_the_refresh_cookie_when_the_body_names_no_token,
     refreshing_without_a_token_is_unauthorized,
     unknown_refresh_tokens_are_refused,
-    a_spent_token_within_the_grace_still_refreshes_in_the_same_session,
+    a_spent_token_within_the_grace_gets_the_same_successor,
     a_refresh_token_reused_after_the_grace_revokes_the_session,
     simultaneous_refreshes_share_one_session_that_one_logout_ends,
     a_session_ends_at_the_refresh_ttl,

@@ -9,8 +9,9 @@ use http::StatusCode;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tollgate::auth::keys::{KeyAlgName, KeyDir};
-use tollgate::domain::now_ms;
+use tollgate::auth::KeyAlg;
+use tollgate::auth::keydir::KeyDir;
+use tollgate::time::{UnixMillis, UnixSeconds};
 
 use crate::helpers::{Backend, TestApp, TestResponse, claims_of, private_key_pem};
 use crate::on_both_backends;
@@ -74,7 +75,7 @@ fn sign(header: &Header, claims: &Value, key: &EncodingKey) -> String {
 }
 
 fn now() -> i64 {
-    now_ms() / 1000
+    UnixSeconds::now().get()
 }
 
 fn b64(json: &Value) -> String {
@@ -85,7 +86,8 @@ fn b64(json: &Value) -> String {
 fn foreign_key() -> (EncodingKey, Jwk) {
     let dir = tempfile::tempdir().unwrap();
     let keys = KeyDir::open(dir.path()).unwrap();
-    keys.generate_if_empty(KeyAlgName::EdDSA, now_ms()).unwrap();
+    keys.generate_if_empty(KeyAlg::EdDSA, UnixMillis::now())
+        .unwrap();
     let key = keys.load().unwrap().remove(0);
     (key.encoding, key.public_jwk)
 }

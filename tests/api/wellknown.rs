@@ -4,8 +4,9 @@ use http::StatusCode;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
-use tollgate::auth::keys::{KeyAlgName, KeyDir, KeyState};
-use tollgate::domain::now_ms;
+use tollgate::auth::KeyAlg;
+use tollgate::auth::keydir::{KeyDir, KeyState};
+use tollgate::time::UnixMillis;
 
 use crate::helpers::{Backend, Deployment, TestApp, header_of};
 use crate::on_both_backends;
@@ -81,11 +82,11 @@ async fn access_tokens_verify_against_the_jwks_alone(backend: Backend) {
 }
 
 async fn es256_and_rs256_keys_sign_tokens_that_verify(backend: Backend) {
-    for alg in [KeyAlgName::ES256, KeyAlgName::RS256] {
+    for alg in [KeyAlg::ES256, KeyAlg::RS256] {
         let deployment = Deployment::new(backend).await;
         KeyDir::open(deployment.keys_dir())
             .unwrap()
-            .generate_if_empty(alg, now_ms())
+            .generate_if_empty(alg, UnixMillis::now())
             .unwrap();
         let app = deployment.spawn(&[]).await;
         let tokens = app.signed_up("alice").await;

@@ -191,21 +191,9 @@ pub struct ProbeClient {
 
 impl ProbeClient {
     pub fn new(target: Target) -> anyhow::Result<ProbeClient> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        // A private CA installed on this machine counts too; an unreadable
-        // system store only leaves the public roots.
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
-        let tls = rustls::ClientConfig::builder_with_provider(
-            rustls::crypto::aws_lc_rs::default_provider().into(),
-        )
-        .with_safe_default_protocol_versions()
-        .context("cannot set up TLS")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = crate::tls::client_config()?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config((*tls).clone())
             .https_or_http()
             .enable_http1()
             .enable_http2()

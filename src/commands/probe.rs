@@ -18,7 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use crate::auth::cookies::ACCESS_COOKIE;
-use crate::auth::tokens::LEEWAY_SECS;
+use crate::auth::tokens::LEEWAY;
 use crate::cli::ProbeArgs;
 use crate::domain::{Password, Secret};
 use client::{Failure, ProbeClient, Reply, Target};
@@ -578,7 +578,7 @@ fn verify_with(set: &JwkSet, token: &str) -> Outcome {
         }
     };
     let mut validation = Validation::new(alg);
-    validation.leeway = LEEWAY_SECS as u64;
+    validation.leeway = LEEWAY.as_secs();
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     // The probe does not know the configured audience: it checks that `aud`
     // is present and shows it instead.

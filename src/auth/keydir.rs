@@ -11,6 +11,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use aws_lc_rs::encoding::AsDer;
@@ -20,12 +22,12 @@ use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::KeyAlg;
+use crate::time::UnixMillis;
 
 const RECORD_FILE: &str = "keys.json";
 /// A gateway may go on signing with a key this long after it was retired,
 /// until it notices the rotation (it checks every two seconds).
-pub const ROTATION_PICKUP_MARGIN_MS: i64 = 60_000;
+pub const ROTATION_PICKUP_MARGIN: Duration = Duration::from_secs(60);
 const LOCK_FILE: &str = ".lock";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,58 +38,56 @@ pub enum KeyState {
     Retired,
 }
 
-/// One entry of `keys.json`. Times are unix milliseconds.
+/// One entry of `keys.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub kid: String,
-    pub alg: KeyAlgName,
-    pub created_at: i64,
+    pub alg: KeyAlg,
+    pub created_at: UnixMillis,
     pub state: KeyState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retired_at: Option<i64>,
+    pub retired_at: Option<UnixMillis>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KeyAlgName {
+pub enum KeyAlg {
     EdDSA,
     ES256,
     RS256,
 }
 
-impl KeyAlgName {
+impl KeyAlg {
     pub fn algorithm(self) -> Algorithm {
         match self {
-            KeyAlgName::EdDSA => Algorithm::EdDSA,
-            KeyAlgName::ES256 => Algorithm::ES256,
-            KeyAlgName::RS256 => Algorithm::RS256,
+            KeyAlg::EdDSA => Algorithm::EdDSA,
+            KeyAlg::ES256 => Algorithm::ES256,
+            KeyAlg::RS256 => Algorithm::RS256,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            KeyAlgName::EdDSA => "EdDSA",
-            KeyAlgName::ES256 => "ES256",
-            KeyAlgName::RS256 => "RS256",
+            KeyAlg::EdDSA => "EdDSA",
+            KeyAlg::ES256 => "ES256",
+            KeyAlg::RS256 => "RS256",
         }
     }
 
-    pub fn parse(raw: &str) -> Option<KeyAlgName> {
-        match raw {
-            "EdDSA" => Some(KeyAlgName::EdDSA),
-            "ES256" => Some(KeyAlgName::ES256),
-            "RS256" => Some(KeyAlgName::RS256),
-            _ => None,
-        }
+    pub const ALL: [KeyAlg; 3] = [KeyAlg::EdDSA, KeyAlg::ES256, KeyAlg::RS256];
+
+    pub fn parse(raw: &str) -> Option<KeyAlg> {
+        KeyAlg::ALL
+            .into_iter()
+            .find(|alg| alg.as_str().eq_ignore_ascii_case(raw))
     }
 }
 
-impl From<KeyAlg> for KeyAlgName {
-    fn from(alg: KeyAlg) -> Self {
-        match alg {
-            KeyAlg::EdDSA => KeyAlgName::EdDSA,
-            KeyAlg::ES256 => KeyAlgName::ES256,
-            KeyAlg::RS256 => KeyAlgName::RS256,
-        }
+impl FromStr for KeyAlg {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<KeyAlg, String> {
+        KeyAlg::parse(raw)
+            .ok_or_else(|| format!("unknown key algorithm `{raw}`: use EdDSA, ES256 or RS256"))
     }
 }
 
@@ -95,11 +95,17 @@ impl From<KeyAlg> for KeyAlgName {
 struct Record {
     keys: Vec<KeyRecord>,
     /// The longest a token signed with these keys can be accepted (access
-    /// TTL plus leeway), the most any gateway serving them has declared:
-    /// pruning waits this long after a retirement, whatever the pruning
-    /// command's own flags say.
+    /// TTL plus leeway), in milliseconds, the most any gateway serving them
+    /// has declared: pruning waits this long after a retirement, whatever the
+    /// pruning command's own flags say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    token_lifetime_ms: Option<i64>,
+    token_lifetime_ms: Option<u64>,
+}
+
+impl Record {
+    fn declared_lifetime(&self) -> Duration {
+        Duration::from_millis(self.token_lifetime_ms.unwrap_or(0))
+    }
 }
 
 /// A key read from the directory: its record, its private half for signing
@@ -177,7 +183,7 @@ impl KeyDir {
 
     /// Creates an active and a next key when the directory has none.
     /// Returns whether it created them.
-    pub fn generate_if_empty(&self, alg: KeyAlgName, now: i64) -> anyhow::Result<bool> {
+    pub fn generate_if_empty(&self, alg: KeyAlg, now: UnixMillis) -> anyhow::Result<bool> {
         let _lock = self.lock()?;
         let mut record = self.read_record()?;
         if !record.keys.is_empty() {
@@ -212,7 +218,7 @@ impl KeyDir {
     /// `next` becomes `active`, `active` becomes `retired`, and a new `next`
     /// key is created (of `alg`, or of the promoted key's algorithm).
     /// Returns the new records.
-    pub fn rotate(&self, alg: Option<KeyAlgName>, now: i64) -> anyhow::Result<Vec<KeyRecord>> {
+    pub fn rotate(&self, alg: Option<KeyAlg>, now: UnixMillis) -> anyhow::Result<Vec<KeyRecord>> {
         let _lock = self.lock()?;
         let mut record = self.read_record()?;
         if record.keys.is_empty() {
@@ -247,39 +253,38 @@ impl KeyDir {
         Ok(record.keys)
     }
 
-    /// Deletes retired keys retired before `retired_before`. Returns their kids.
     /// Records that a gateway serves these keys with tokens accepted for up
-    /// to `token_lifetime_ms`.
-    pub fn declare_token_lifetime(&self, token_lifetime_ms: i64) -> anyhow::Result<()> {
+    /// to `token_lifetime`.
+    pub fn declare_token_lifetime(&self, token_lifetime: Duration) -> anyhow::Result<()> {
+        let lifetime_ms = token_lifetime.as_millis() as u64;
         let _lock = self.lock()?;
         let mut record = self.read_record()?;
         if record
             .token_lifetime_ms
-            .is_some_and(|declared| declared >= token_lifetime_ms)
+            .is_some_and(|declared| declared >= lifetime_ms)
         {
             return Ok(());
         }
-        record.token_lifetime_ms = Some(token_lifetime_ms);
+        record.token_lifetime_ms = Some(lifetime_ms);
         self.write_record(&record)
     }
 
-    /// The longest a token can be accepted: `token_lifetime_ms` or what a
+    /// The longest a token can be accepted: `token_lifetime` or what a
     /// serving gateway declared, whichever is longer.
-    pub fn token_lifetime_ms(&self, token_lifetime_ms: i64) -> anyhow::Result<i64> {
+    pub fn token_lifetime(&self, token_lifetime: Duration) -> anyhow::Result<Duration> {
         let _lock = self.lock()?;
-        let declared = self.read_record()?.token_lifetime_ms.unwrap_or(0);
-        Ok(declared.max(token_lifetime_ms))
+        Ok(self.read_record()?.declared_lifetime().max(token_lifetime))
     }
 
     /// Deletes the retired keys that no unexpired token can carry at `now`:
     /// retired longer ago than the token lifetime (at least the declared
     /// one), plus the time gateways take to notice a rotation. Returns
     /// their kids.
-    pub fn prune(&self, now: i64, token_lifetime_ms: i64) -> anyhow::Result<Vec<String>> {
+    pub fn prune(&self, now: UnixMillis, token_lifetime: Duration) -> anyhow::Result<Vec<String>> {
         let _lock = self.lock()?;
         let mut record = self.read_record()?;
-        let lifetime = record.token_lifetime_ms.unwrap_or(0).max(token_lifetime_ms);
-        let retired_before = now - lifetime - ROTATION_PICKUP_MARGIN_MS;
+        let lifetime = record.declared_lifetime().max(token_lifetime);
+        let retired_before = now.minus(lifetime + ROTATION_PICKUP_MARGIN);
         let (pruned, kept): (Vec<_>, Vec<_>) = record.keys.into_iter().partition(|key| {
             key.state == KeyState::Retired && key.retired_at.is_some_and(|at| at < retired_before)
         });
@@ -319,7 +324,12 @@ impl KeyDir {
     }
 
     /// Generates a key pair and writes its private half; returns its record.
-    fn create_key(&self, alg: KeyAlgName, state: KeyState, now: i64) -> anyhow::Result<KeyRecord> {
+    fn create_key(
+        &self,
+        alg: KeyAlg,
+        state: KeyState,
+        now: UnixMillis,
+    ) -> anyhow::Result<KeyRecord> {
         let der = generate_pkcs8(alg)?;
         let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
         let (_, public_jwk) = parse_private_key(alg, pem.as_bytes())?;
@@ -374,22 +384,22 @@ fn validate(keys: &[KeyRecord]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn generate_pkcs8(alg: KeyAlgName) -> anyhow::Result<Vec<u8>> {
+fn generate_pkcs8(alg: KeyAlg) -> anyhow::Result<Vec<u8>> {
     let failed = |_| anyhow::anyhow!("cannot generate a {} key", alg.as_str());
     Ok(match alg {
         // v1 (without the public key) is what OpenSSL writes and what the
         // JWK conversion expects.
-        KeyAlgName::EdDSA => Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new())
+        KeyAlg::EdDSA => Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new())
             .map_err(failed)?
             .as_ref()
             .to_vec(),
-        KeyAlgName::ES256 => {
+        KeyAlg::ES256 => {
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
                 .map_err(failed)?
                 .as_ref()
                 .to_vec()
         }
-        KeyAlgName::RS256 => {
+        KeyAlg::RS256 => {
             let key_pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
                 .map_err(failed)?;
             AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key_pair)
@@ -402,20 +412,20 @@ fn generate_pkcs8(alg: KeyAlgName) -> anyhow::Result<Vec<u8>> {
 
 /// The signing key and the public JWK (with `alg` and `use`, without `kid`)
 /// of a PKCS#8 PEM private key.
-pub fn parse_private_key(alg: KeyAlgName, pem: &[u8]) -> anyhow::Result<(EncodingKey, Jwk)> {
+pub fn parse_private_key(alg: KeyAlg, pem: &[u8]) -> anyhow::Result<(EncodingKey, Jwk)> {
     let encoding = match alg {
-        KeyAlgName::EdDSA => EncodingKey::from_ed_pem(pem),
-        KeyAlgName::ES256 => EncodingKey::from_ec_pem(pem),
-        KeyAlgName::RS256 => EncodingKey::from_rsa_pem(pem),
+        KeyAlg::EdDSA => EncodingKey::from_ed_pem(pem),
+        KeyAlg::ES256 => EncodingKey::from_ec_pem(pem),
+        KeyAlg::RS256 => EncodingKey::from_rsa_pem(pem),
     }
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut jwk = Jwk::from_encoding_key(&encoding, alg.algorithm())
         .map_err(|e| anyhow::anyhow!("cannot derive the public key: {e}"))?;
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);
     jwk.common.key_algorithm = Some(match alg {
-        KeyAlgName::EdDSA => KeyAlgorithm::EdDSA,
-        KeyAlgName::ES256 => KeyAlgorithm::ES256,
-        KeyAlgName::RS256 => KeyAlgorithm::RS256,
+        KeyAlg::EdDSA => KeyAlgorithm::EdDSA,
+        KeyAlg::ES256 => KeyAlgorithm::ES256,
+        KeyAlg::RS256 => KeyAlgorithm::RS256,
     });
     Ok((encoding, jwk))
 }
@@ -452,9 +462,13 @@ fn sync_dir(path: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    fn ms(ms: i64) -> UnixMillis {
+        UnixMillis::new(ms)
+    }
+
     #[test]
     fn every_algorithm_generates_a_loadable_key() {
-        for alg in [KeyAlgName::EdDSA, KeyAlgName::ES256, KeyAlgName::RS256] {
+        for alg in [KeyAlg::EdDSA, KeyAlg::ES256, KeyAlg::RS256] {
             let der = generate_pkcs8(alg).unwrap();
             let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
             let (_, jwk) = parse_private_key(alg, pem.as_bytes()).unwrap();
@@ -466,8 +480,8 @@ mod tests {
     fn generate_is_idempotent_and_rotation_promotes_next() {
         let dir = tempfile::tempdir().unwrap();
         let keys = KeyDir::open(dir.path()).unwrap();
-        assert!(keys.generate_if_empty(KeyAlgName::EdDSA, 1_000).unwrap());
-        assert!(!keys.generate_if_empty(KeyAlgName::EdDSA, 2_000).unwrap());
+        assert!(keys.generate_if_empty(KeyAlg::EdDSA, ms(1_000)).unwrap());
+        assert!(!keys.generate_if_empty(KeyAlg::EdDSA, ms(2_000)).unwrap());
         let before = keys.records().unwrap();
         assert_eq!(before.len(), 2);
         let next = before
@@ -483,7 +497,7 @@ mod tests {
             .kid
             .clone();
 
-        let after = keys.rotate(None, 3_000).unwrap();
+        let after = keys.rotate(None, ms(3_000)).unwrap();
         let state_of = |kid: &str| after.iter().find(|k| k.kid == kid).unwrap().state;
         assert_eq!(state_of(&next), KeyState::Active);
         assert_eq!(state_of(&active), KeyState::Retired);
@@ -499,16 +513,23 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
 
-        let lifetime = 1_000;
-        let first_prunable = 3_000 + lifetime + ROTATION_PICKUP_MARGIN_MS + 1;
-        assert!(keys.prune(first_prunable - 1, lifetime).unwrap().is_empty());
-        keys.declare_token_lifetime(5_000).unwrap();
+        let lifetime = Duration::from_secs(1);
+        let first_prunable = ms(3_000)
+            .plus(lifetime + ROTATION_PICKUP_MARGIN)
+            .plus(Duration::from_millis(1));
+        assert!(
+            keys.prune(ms(first_prunable.get() - 1), lifetime)
+                .unwrap()
+                .is_empty()
+        );
+        keys.declare_token_lifetime(Duration::from_secs(5)).unwrap();
         assert!(
             keys.prune(first_prunable, lifetime).unwrap().is_empty(),
             "a longer declared lifetime wins over the caller's"
         );
         assert_eq!(
-            keys.prune(first_prunable + 4_000, lifetime).unwrap(),
+            keys.prune(first_prunable.plus(Duration::from_secs(4)), lifetime)
+                .unwrap(),
             vec![active.clone()]
         );
         assert!(!keys.pem_path(&active).exists());
@@ -519,7 +540,7 @@ mod tests {
     fn rotation_without_keys_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let keys = KeyDir::open(dir.path()).unwrap();
-        let error = keys.rotate(None, 1).unwrap_err().to_string();
+        let error = keys.rotate(None, ms(1)).unwrap_err().to_string();
         assert!(error.contains("keys generate"), "{error}");
     }
 }

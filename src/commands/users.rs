@@ -1,0 +1,109 @@
+//! `tollgate users …`: accounts from the command line.
+
+use anyhow::{Context, bail};
+
+use super::{open_store, read_password};
+use crate::auth::password::Passwords;
+use crate::cli::UsersCommand;
+use crate::config::Config;
+use crate::domain::{Role, Roles, Username};
+use crate::store::{NewUser, Store, StoreError, User};
+use crate::time::UnixMillis;
+
+pub async fn run(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match command {
+        UsersCommand::Add {
+            username,
+            roles,
+            email: _,
+            password_stdin,
+        } => {
+            let username =
+                Username::parse(&username).map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
+            let roles = roles
+                .iter()
+                .map(|role| Role::parse(role))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let password = read_password(password_stdin, true)?;
+            let password_hash = Passwords::new(1)?.hash(&password).await?;
+            let user = store
+                .create_user(NewUser {
+                    username: &username,
+                    password_hash,
+                    roles: Roles::new(roles),
+                    now: UnixMillis::now(),
+                })
+                .await
+                .map_err(|error| match error {
+                    StoreError::Conflict => anyhow::anyhow!("username {username} is taken"),
+                    other => other.into(),
+                })?;
+            println!("created user {} ({})", user.username, user.id);
+        }
+        UsersCommand::SetPassword {
+            username,
+            password_stdin,
+        } => {
+            let user = find(&store, &username).await?;
+            let password = read_password(password_stdin, true)?;
+            let password_hash = Passwords::new(1)?.hash(&password).await?;
+            let revoked = store
+                .change_password(&user.id, &password_hash, None)
+                .await?;
+            println!(
+                "changed the password of {}; revoked {} session(s)",
+                user.username,
+                revoked.len()
+            );
+        }
+        UsersCommand::Disable { username } => {
+            let user = find(&store, &username).await?;
+            let revoked = store
+                .set_disabled(&user.id, true, UnixMillis::now())
+                .await?;
+            println!(
+                "disabled {}; revoked {} session(s)",
+                user.username,
+                revoked.len()
+            );
+        }
+        UsersCommand::Enable { username } => {
+            let user = find(&store, &username).await?;
+            store
+                .set_disabled(&user.id, false, UnixMillis::now())
+                .await?;
+            println!("enabled {}", user.username);
+        }
+        UsersCommand::SetEmail { .. } => bail!("email addresses are not recorded yet"),
+        UsersCommand::List => {
+            println!(
+                "{:<32}  {:<24}  {:<8}  created",
+                "username", "roles", "disabled"
+            );
+            for user in store.list_users().await? {
+                println!(
+                    "{:<32}  {:<24}  {:<8}  {}",
+                    user.username,
+                    if user.roles.is_empty() {
+                        "-".to_string()
+                    } else {
+                        user.roles.joined()
+                    },
+                    if user.is_disabled() { "yes" } else { "no" },
+                    user.created_at
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn find(store: &Store, username: &str) -> anyhow::Result<User> {
+    let parsed = Username::parse(username).map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
+    store
+        .user_by_username(&parsed)
+        .await?
+        .with_context(|| format!("no user named {username}"))
+}

@@ -1,0 +1,265 @@
+//! The request pipeline: the gateway's central decision, in the order it is
+//! taken for every request.
+//!
+//! 1. Who is asking: the client info (peer, client address, whether the peer
+//!    is a trusted proxy), computed once.
+//! 2. One span for the request (request id, method, route, client address,
+//!    and the user id once known): every line below carries them.
+//! 3. CORS preflights are answered; a request without exactly one `Host`
+//!    (HTTP/1.1) or with several is refused.
+//! 4. The path is normalised (`paths`), and every decision after this is
+//!    taken on the normalised path: which route, which public prefix.
+//! 5. The gateway's own routes answer from `routes`, after the login-CSRF
+//!    rule for `POST /api/auth/…`. Every other path goes to the upstream
+//!    route with the longest matching prefix, once its access token checks
+//!    out (or the route or path is public), its role is held, and a cookie
+//!    credential passes the `Origin` rule.
+//! 6. Failures become the contract's error JSON; CORS headers are added;
+//!    the request is counted and logged in one line.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HOST, ORIGIN, UPGRADE};
+use http::request::Parts;
+use http::{HeaderMap, Method, Response, Uri, Version};
+use tracing::{Instrument, field};
+
+use crate::app::App;
+use crate::auth::{CredentialSource, Identity, credentials};
+use crate::body::Body;
+use crate::browser::RequestFacts;
+use crate::client_addr::ClientInfo;
+use crate::error::ApiError;
+use crate::paths;
+use crate::proxy::{Forwarding, UpstreamRoute};
+use crate::routes::{self, Request, Route};
+use crate::time::UnixSeconds;
+
+/// Which listener a request arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// `--listen`: the API and the proxied routes.
+    Public,
+    /// `--admin-listen`: `/metrics` and `/health…` only.
+    Admin,
+}
+
+/// What every stage knows about the request beyond the request itself.
+pub struct RequestContext {
+    pub client: ClientInfo,
+    pub listener: Listener,
+}
+
+impl RequestContext {
+    /// The facts the browser rules read.
+    pub fn facts<'a>(&'a self, uri: &'a Uri, headers: &'a HeaderMap) -> RequestFacts<'a> {
+        RequestFacts {
+            uri,
+            headers,
+            client: &self.client,
+        }
+    }
+}
+
+/// Answers one request, counts it and logs one line for it.
+pub async fn handle(
+    app: &Arc<App>,
+    listener: Listener,
+    peer: std::net::SocketAddr,
+    request: Request,
+) -> Response<Body> {
+    let started = Instant::now();
+    let ctx = RequestContext {
+        client: app.client_addressing.client_info(peer, request.headers()),
+        listener,
+    };
+    let request_id = request
+        .headers()
+        .get(routes::X_REQUEST_ID)
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %request.method(),
+        route = field::Empty,
+        client = %ctx.client.address,
+        user_id = field::Empty,
+    );
+    async move {
+        let method = request.method().clone();
+        // The path only: a query string may carry anything.
+        let path = request.uri().path().to_string();
+        let origin = request.headers().get(ORIGIN).cloned();
+        let (route, outcome) = dispatch(app, &ctx, request).await;
+        let mut response = outcome.unwrap_or_else(|error| {
+            if let Some(reason) = error.auth_failure_reason() {
+                tracing::info!(reason, status = error.status().as_u16(), "auth failure");
+                app.metrics.auth_failure(reason);
+            }
+            error.into_response()
+        });
+        app.browser.apply_cors(origin.as_ref(), &mut response);
+        let status = response.status().as_u16();
+        app.metrics.request(route, status);
+        tracing::info!(
+            %method,
+            path,
+            status,
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Routes one request; the metrics label of where it went, and the answer.
+async fn dispatch(
+    app: &Arc<App>,
+    ctx: &RequestContext,
+    request: Request,
+) -> (&'static str, Result<Response<Body>, ApiError>) {
+    if let Some(preflight) = app.browser.preflight(request.method(), request.headers()) {
+        return ("preflight", Ok(preflight));
+    }
+    if let Err(error) = check_host(&request) {
+        return ("other", Err(error));
+    }
+    let path = match paths::normalize(request.uri().path()) {
+        Ok(path) => path.into_owned(),
+        Err(error) => return ("other", Err(ApiError::InvalidRequest(error.to_string()))),
+    };
+    if let Some(route) = Route::resolve(&path) {
+        tracing::Span::current().record("route", route.label());
+        let outcome = match ctx.listener {
+            Listener::Admin if !route.is_admin() => Err(ApiError::NotFound),
+            Listener::Public if route.is_admin() && app.config.admin_listen.is_some() => {
+                Err(ApiError::NotFound)
+            }
+            _ => routes::answer(app, ctx, route.clone(), request).await,
+        };
+        return (route.label(), outcome);
+    }
+    if ctx.listener == Listener::Admin {
+        return ("other", Err(ApiError::NotFound));
+    }
+    if !app.proxy.is_configured() {
+        return ("proxy", Err(ApiError::UpstreamNotConfigured));
+    }
+    let Some(upstream) = app.proxy.route_for(&path) else {
+        return ("other", Err(ApiError::NotFound));
+    };
+    tracing::Span::current().record("route", "proxy");
+    ("proxy", forward(app, ctx, request, &path, upstream).await)
+}
+
+/// HTTP/1.1 needs exactly one `Host` (RFC 9112 3.2); no request may carry
+/// several, which proxies and upstreams could read differently.
+fn check_host(request: &Request) -> Result<(), ApiError> {
+    let hosts = request.headers().get_all(HOST).iter().count();
+    let needs_one = request.version() == Version::HTTP_11 && request.uri().authority().is_none();
+    if hosts > 1 || (needs_one && hosts == 0) {
+        return Err(ApiError::InvalidRequest(
+            "an HTTP/1.1 request needs exactly one Host header".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The identity of a request to one of the gateway's own routes that needs
+/// an access token. A cookie credential must pass the `Origin` rule when the
+/// request changes state.
+pub async fn authenticate(
+    app: &App,
+    ctx: &RequestContext,
+    parts: &Parts,
+) -> Result<Identity, ApiError> {
+    let identity = app
+        .authenticator
+        .authenticate(&parts.headers, UnixSeconds::now())
+        .await?;
+    if identity.source == CredentialSource::Cookie && changes_state(&parts.method) {
+        app.browser
+            .check_cookie_origin(&ctx.facts(&parts.uri, &parts.headers))?;
+    }
+    note_user(&identity);
+    Ok(identity)
+}
+
+/// Records the user in the request's span, for every line after this.
+pub fn note_user(identity: &Identity) {
+    tracing::Span::current().record("user_id", field::display(&identity.claims.sub));
+}
+
+pub fn changes_state(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+/// Authenticates a request for an upstream route and forwards it.
+async fn forward(
+    app: &Arc<App>,
+    ctx: &RequestContext,
+    request: Request,
+    path: &str,
+    route: Arc<UpstreamRoute>,
+) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = request.into_parts();
+    let public = route.public
+        || app
+            .config
+            .public_paths
+            .iter()
+            .any(|prefix| paths::is_under(path, prefix));
+    let identity = match credentials::presented_token(&parts.headers)
+        .map_err(|_| ApiError::from(crate::auth::Rejection::MalformedAuthorization))?
+    {
+        None if public => None,
+        None => return Err(ApiError::Unauthorized),
+        Some(presented) => match app
+            .authenticator
+            .verify(presented, UnixSeconds::now())
+            .await
+        {
+            Ok(identity) => Some(identity),
+            // On a public route an invalid token is ignored, never a 401.
+            Err(_) if public => None,
+            Err(reason) => return Err(ApiError::InvalidToken(reason)),
+        },
+    };
+    if let Some(identity) = &identity {
+        note_user(identity);
+        if let Some(role) = &route.role
+            && !identity.claims.roles.contains(role)
+        {
+            return Err(ApiError::InsufficientRole);
+        }
+        // A cookie that is used must come with a trusted Origin when the
+        // request changes state, and on a WebSocket handshake (cross-site
+        // WebSocket hijacking).
+        let is_upgrade = parts.headers.contains_key(UPGRADE);
+        if identity.source == CredentialSource::Cookie
+            && (changes_state(&parts.method) || is_upgrade)
+        {
+            app.browser
+                .check_cookie_origin(&ctx.facts(&parts.uri, &parts.headers))?;
+        }
+    }
+    app.proxy
+        .forward(
+            http::Request::from_parts(parts, body),
+            Forwarding {
+                route: &route,
+                path,
+                identity: identity.as_ref(),
+                client: &ctx.client,
+            },
+        )
+        .await
+}
