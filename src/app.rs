@@ -84,8 +84,10 @@ impl App {
             &config.routes,
             config.upstream_timeout,
             config.max_body,
+            config.upstream_max_connections,
             metrics.upstream_latency.clone(),
         )?;
+        proxy.spawn_sweepers();
         let app = Arc::new(App {
             authenticator: Authenticator::new(
                 keys.clone(),

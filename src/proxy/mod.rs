@@ -1,23 +1,21 @@
 //! Forwarding to the upstreams: the route table (longest prefix on whole
-//! segments of the normalised path), a pooled keep-alive client per route,
-//! and streaming both ways under the size and time limits. The header rules
-//! live in [`headers`].
+//! segments of the normalised path), each route's pool of keep-alive
+//! connections ([`upstream`]), and streaming both ways under the size and
+//! time limits. The header rules live in [`headers`].
 
 mod headers;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_LENGTH, HOST};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use http_body::Body as _;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::histogram::Histogram;
 use tower_http::timeout::{TimeoutBody, TimeoutError};
 
@@ -28,6 +26,7 @@ use crate::config::RouteConfig;
 use crate::domain::Role;
 use crate::error::ApiError;
 use headers::Forwarded;
+use upstream::{Upstream, describe};
 
 /// The longest a client may pause while sending a proxied body.
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -39,11 +38,11 @@ pub struct UpstreamRoute {
     pub public: bool,
     pub strip: bool,
     pub role: Option<Role>,
-    scheme: Scheme,
-    authority: Authority,
+    upstream: Arc<Upstream>,
+    /// What the upstream is told it is: its own authority.
+    host: HeaderValue,
     /// The path the upstream URL had, put in front of every forwarded path.
     base_path: String,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
 impl std::fmt::Debug for UpstreamRoute {
@@ -52,7 +51,12 @@ impl std::fmt::Debug for UpstreamRoute {
             .field("prefix", &self.prefix)
             .field(
                 "upstream",
-                &format_args!("{}://{}{}", self.scheme, self.authority, self.base_path),
+                &format_args!(
+                    "{}://{}{}",
+                    self.upstream.scheme(),
+                    self.upstream.authority(),
+                    self.base_path
+                ),
             )
             .finish_non_exhaustive()
     }
@@ -76,11 +80,13 @@ pub struct Forwarding<'a> {
 }
 
 impl Proxy {
-    /// `latency` observes how long upstreams take to answer.
+    /// `latency` observes how long upstreams take to answer; each route
+    /// keeps at most `max_connections` connections to its upstream.
     pub fn new(
         routes: &[RouteConfig],
         timeout: Duration,
         max_body: u64,
+        max_connections: usize,
         latency: Histogram,
     ) -> anyhow::Result<Proxy> {
         let tls = crate::tls::client_config()?;
@@ -98,23 +104,16 @@ impl Proxy {
                     .https_or_http()
                     .enable_http1()
                     .wrap_connector(connector);
-                let client = Client::builder(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .build(connector);
+                let upstream = Upstream::new(uri, connector, max_connections);
                 Arc::new(UpstreamRoute {
                     prefix: route.prefix.clone(),
                     public: route.public,
                     strip: route.strip,
                     role: route.role.clone(),
-                    scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
-                    authority: uri
-                        .authority()
-                        .cloned()
-                        .expect("upstream URLs are validated"),
+                    host: HeaderValue::from_str(upstream.authority().as_str())
+                        .expect("an authority is a header value"),
+                    upstream,
                     base_path: uri.path().trim_end_matches('/').to_string(),
-                    client,
                 })
             })
             .collect();
@@ -124,6 +123,13 @@ impl Proxy {
             timeout,
             max_body,
         })
+    }
+
+    /// Starts closing each route's idle connections once they expire.
+    pub fn spawn_sweepers(&self) {
+        for route in &self.routes {
+            route.upstream.spawn_sweeper();
+        }
     }
 
     pub fn is_configured(&self) -> bool {
@@ -171,6 +177,7 @@ impl Proxy {
                 upgrade: None,
             },
         );
+        parts.headers.insert(HOST, route.host.clone());
         parts.version = http::Version::HTTP_11;
 
         // Counted while streaming: a chunked body over the limit fails the
@@ -189,22 +196,18 @@ impl Proxy {
         let upstream_request = Request::from_parts(parts, body);
 
         let started = Instant::now();
-        let response = match tokio::time::timeout(
-            self.timeout,
-            route.client.request(upstream_request),
-        )
-        .await
-        {
-            Err(_) => return Err(ApiError::GatewayTimeout),
-            Ok(Err(error)) if caused_by::<LengthLimitError>(&error) => {
-                return Err(ApiError::PayloadTooLarge);
-            }
-            Ok(Err(error)) if caused_by::<TimeoutError>(&error) => {
-                return Err(ApiError::RequestTimeout);
-            }
-            Ok(Err(error)) => return Err(ApiError::BadGateway(describe(&error))),
-            Ok(Ok(response)) => response,
-        };
+        let response =
+            match tokio::time::timeout(self.timeout, route.upstream.send(upstream_request)).await {
+                Err(_) => return Err(ApiError::GatewayTimeout),
+                Ok(Err(error)) if caused_by::<LengthLimitError>(&error) => {
+                    return Err(ApiError::PayloadTooLarge);
+                }
+                Ok(Err(error)) if caused_by::<TimeoutError>(&error) => {
+                    return Err(ApiError::RequestTimeout);
+                }
+                Ok(Err(error)) => return Err(ApiError::BadGateway(describe(&error))),
+                Ok(Ok(response)) => response,
+            };
         self.latency.observe(started.elapsed().as_secs_f64());
 
         let (mut parts, body) = response.into_parts();
@@ -221,14 +224,15 @@ impl Proxy {
 impl UpstreamRoute {
     /// Whether the upstream accepts a connection within a second.
     pub async fn reachable(&self) -> bool {
-        let default_port = if self.scheme == Scheme::HTTPS {
+        let authority = self.upstream.authority();
+        let default_port = if *self.upstream.scheme() == Scheme::HTTPS {
             443
         } else {
             80
         };
         let address = (
-            self.authority.host(),
-            self.authority.port_u16().unwrap_or(default_port),
+            authority.host(),
+            authority.port_u16().unwrap_or(default_port),
         );
         let connect = tokio::net::TcpStream::connect(address);
         matches!(
@@ -237,8 +241,9 @@ impl UpstreamRoute {
         )
     }
 
-    /// The upstream's URI for `path` (the normalised one, without the
-    /// route's prefix when it strips it) and the original query.
+    /// The request target for the upstream (origin-form): `path` (the
+    /// normalised one, without the route's prefix when it strips it) under
+    /// the upstream's base path, and the original query.
     fn upstream_uri(&self, original: &Uri, path: &str) -> Result<Uri, ApiError> {
         let path = match self.strip {
             true if self.prefix != "/" => match &path[self.prefix.len()..] {
@@ -259,12 +264,7 @@ impl UpstreamRoute {
             (_, None) => PathAndQuery::try_from(format!("{}{}", self.base_path, path))
                 .map_err(|_| unforwardable())?,
         };
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| unforwardable())
+        Ok(Uri::from(path_and_query))
     }
 }
 
@@ -293,16 +293,4 @@ fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 's
         source = error.source();
     }
     false
-}
-
-/// The error and its causes on one line, for the log.
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

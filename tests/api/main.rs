@@ -8,6 +8,7 @@ mod helpers;
 mod auth;
 mod faults;
 mod operations;
+mod pool;
 mod probe;
 mod process;
 mod proxy;
