@@ -128,7 +128,7 @@ pub enum UsersCommand {
     Disable { username: String },
     /// Allow a disabled user to log in again.
     Enable { username: String },
-    /// Username, roles, disabled, created.
+    /// Username, roles, disabled, created, email.
     List,
 }
 

@@ -174,7 +174,10 @@ impl Operator {
         let list = self.run(&["users", "list"]);
         let mut lines = list.succeeded().lines();
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-        assert_eq!(header, ["username", "roles", "disabled", "created"]);
+        assert_eq!(
+            header,
+            ["username", "roles", "disabled", "created", "email"]
+        );
         lines
             .map(|line| line.split_whitespace().map(str::to_string).collect())
             .collect()
@@ -578,6 +581,75 @@ async fn users_can_be_added_and_listed_on_postgres() {
 #[tokio::test]
 async fn users_can_be_added_and_listed_on_sqlite() {
     users_can_be_added_and_listed(Backend::Sqlite).await;
+}
+
+async fn users_get_an_email_at_creation_or_later(backend: Backend) {
+    let operator = Operator::new(backend).await;
+    operator
+        .run_with_stdin(
+            &[
+                "users",
+                "add",
+                "alice",
+                "--email",
+                "Alice@Example.com",
+                "--password-stdin",
+            ],
+            &format!("{PASSWORD}\n"),
+        )
+        .succeeded();
+    operator.add_user("bob");
+    let users = operator.users();
+    assert_eq!(users[0][4], "Alice@Example.com");
+    assert_eq!(users[1][4], "-");
+
+    let set = operator.run(&["users", "set-email", "bob", "bob@example.com"]);
+    assert!(
+        set.succeeded().contains("bob@example.com"),
+        "{}",
+        set.stdout
+    );
+    assert_eq!(operator.users()[1][4], "bob@example.com");
+    let store = operator.store().await;
+    assert_eq!(
+        user(&store, "bob").await.email.unwrap().as_str(),
+        "bob@example.com"
+    );
+
+    // Unique without regard to case, on both ways in.
+    let taken = operator.run(&["users", "set-email", "bob", "ALICE@example.COM"]);
+    assert!(
+        taken.failed_in_one_line().contains("another user"),
+        "{}",
+        taken.stderr
+    );
+    let taken = operator.run_with_stdin(
+        &[
+            "users",
+            "add",
+            "carol",
+            "--email",
+            "alice@example.com",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(taken.failed_in_one_line().contains("another user"));
+    let malformed = operator.run(&["users", "set-email", "bob", "not-an-address"]);
+    assert!(malformed.failed_in_one_line().contains("email"));
+    let unknown = operator.run(&["users", "set-email", "nobody", "n@example.com"]);
+    assert!(unknown.failed_in_one_line().contains("nobody"));
+    assert_eq!(operator.users().len(), 2);
+}
+
+#[tokio::test]
+async fn users_get_an_email_at_creation_or_later_on_postgres() {
+    users_get_an_email_at_creation_or_later(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn users_get_an_email_at_creation_or_later_on_sqlite() {
+    users_get_an_email_at_creation_or_later(Backend::Sqlite).await;
 }
 
 #[tokio::test]

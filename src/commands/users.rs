@@ -1,12 +1,12 @@
 //! `tollgate users …`: accounts from the command line.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use super::{open_store, read_password};
 use crate::auth::password::Passwords;
 use crate::cli::UsersCommand;
 use crate::config::Config;
-use crate::domain::{Role, Roles, Username};
+use crate::domain::{Email, Role, Roles, Username};
 use crate::store::{NewUser, Store, StoreError, User};
 use crate::time::UnixMillis;
 
@@ -16,11 +16,12 @@ pub async fn run(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::Add {
             username,
             roles,
-            email: _,
+            email,
             password_stdin,
         } => {
             let username =
                 Username::parse(&username).map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
+            let email = email.as_deref().map(parse_email).transpose()?;
             let roles = roles
                 .iter()
                 .map(|role| Role::parse(role))
@@ -31,6 +32,7 @@ pub async fn run(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
             let user = store
                 .create_user(NewUser {
                     username: &username,
+                    email: email.as_ref(),
                     password_hash,
                     roles: Roles::new(roles),
                     now: UnixMillis::now(),
@@ -38,6 +40,7 @@ pub async fn run(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(|error| match error {
                     StoreError::Conflict => anyhow::anyhow!("username {username} is taken"),
+                    StoreError::EmailTaken => email_taken(email.as_ref()),
                     other => other.into(),
                 })?;
             println!("created user {} ({})", user.username, user.id);
@@ -76,15 +79,26 @@ pub async fn run(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
                 .await?;
             println!("enabled {}", user.username);
         }
-        UsersCommand::SetEmail { .. } => bail!("email addresses are not recorded yet"),
+        UsersCommand::SetEmail { username, email } => {
+            let user = find(&store, &username).await?;
+            let email = parse_email(&email)?;
+            store
+                .set_email(&user.id, Some(&email))
+                .await
+                .map_err(|error| match error {
+                    StoreError::EmailTaken => email_taken(Some(&email)),
+                    other => other.into(),
+                })?;
+            println!("set the email of {} to {email}", user.username);
+        }
         UsersCommand::List => {
             println!(
-                "{:<32}  {:<24}  {:<8}  created",
-                "username", "roles", "disabled"
+                "{:<32}  {:<24}  {:<8}  {:<20}  email",
+                "username", "roles", "disabled", "created"
             );
             for user in store.list_users().await? {
                 println!(
-                    "{:<32}  {:<24}  {:<8}  {}",
+                    "{:<32}  {:<24}  {:<8}  {:<20}  {}",
                     user.username,
                     if user.roles.is_empty() {
                         "-".to_string()
@@ -92,7 +106,8 @@ pub async fn run(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
                         user.roles.joined()
                     },
                     if user.is_disabled() { "yes" } else { "no" },
-                    user.created_at
+                    user.created_at.to_string(),
+                    user.email.as_ref().map_or("-", Email::as_str),
                 );
             }
         }
@@ -106,4 +121,15 @@ pub async fn find(store: &Store, username: &str) -> anyhow::Result<User> {
         .user_by_username(&parsed)
         .await?
         .with_context(|| format!("no user named {username}"))
+}
+
+fn parse_email(raw: &str) -> anyhow::Result<Email> {
+    Email::parse(raw).map_err(anyhow::Error::msg)
+}
+
+fn email_taken(email: Option<&Email>) -> anyhow::Error {
+    match email {
+        Some(email) => anyhow::anyhow!("the email address {email} belongs to another user"),
+        None => anyhow::anyhow!("the email address belongs to another user"),
+    }
 }

@@ -13,7 +13,7 @@ use crate::auth::refresh::{self, hash_refresh_token, new_refresh_token};
 use crate::auth::tokens::{self, AccessClaims, Audience, RejectReason};
 use crate::auth::{CredentialSource, Identity};
 use crate::body::{Body, json, no_content};
-use crate::domain::{Password, Roles, Secret, SessionId, UserId, Username};
+use crate::domain::{Email, Password, Roles, Secret, SessionId, UserId, Username};
 use crate::error::ApiError;
 use crate::pipeline::{RequestContext, authenticate, note_user};
 use crate::store::{NewSession, NewUser, Presented, Rotation, SessionOwner, StoreError, User};
@@ -23,6 +23,14 @@ use crate::time::{UnixMillis, UnixSeconds};
 struct CredentialsBody {
     username: String,
     password: String,
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    username: String,
+    password: String,
+    #[serde(default)]
+    email: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -60,6 +68,7 @@ struct MeBody<'a> {
     username: &'a Username,
     roles: &'a Roles,
     session_id: &'a SessionId,
+    email: Option<&'a Email>,
 }
 
 #[derive(Serialize)]
@@ -91,7 +100,15 @@ pub async fn register(
         return Err(ApiError::RegistrationDisabled);
     }
     let (parts, body) = request.into_parts();
-    let (username, password) = parse_credentials(parse_json(&read_body(body).await?)?)?;
+    let body: RegisterBody = parse_json(&read_body(body).await?)?;
+    let (username, password) = parse_credentials(CredentialsBody {
+        username: body.username,
+        password: body.password,
+    })?;
+    let email = body
+        .email
+        .map(|email| Email::parse(&email).map_err(|e| invalid("email", e)))
+        .transpose()?;
     // Each registration costs a password hash: it counts against the
     // address's attempts like a login.
     app.throttle
@@ -103,6 +120,7 @@ pub async fn register(
         .store
         .create_user(NewUser {
             username: &username,
+            email: email.as_ref(),
             password_hash,
             roles: Roles::default(),
             now,
@@ -110,6 +128,7 @@ pub async fn register(
         .await
         .map_err(|error| match error {
             StoreError::Conflict => ApiError::UsernameTaken,
+            StoreError::EmailTaken => ApiError::EmailTaken,
             other => other.into(),
         })?;
     tracing::info!(user_id = %user.id, "registered");
@@ -427,6 +446,12 @@ pub async fn me(
     let (parts, _) = request.into_parts();
     let identity = authenticate(app, ctx, &parts).await?;
     let claims = &identity.claims;
+    // The email is not a claim (upstreams need not see it): it is read here.
+    let user = app
+        .store
+        .user_by_id(&claims.sub)
+        .await?
+        .ok_or(ApiError::InvalidToken(RejectReason::Revoked))?;
     Ok(json(
         StatusCode::OK,
         &MeBody {
@@ -434,6 +459,7 @@ pub async fn me(
             username: &claims.preferred_username,
             roles: &claims.roles,
             session_id: &claims.sid,
+            email: user.email.as_ref(),
         },
     ))
 }

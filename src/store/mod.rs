@@ -22,7 +22,7 @@ use crate::time::UnixMillis;
 pub use backend::Backend;
 pub use keys::RecordedKey;
 pub use sessions::{NewSession, Presented, Rotation, SessionInfo, SessionOwner};
-pub use users::{NewUser, User};
+pub use users::{NewUser, User, UserQuery};
 
 /// How long one store operation may take, queueing for a connection included.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,6 +38,9 @@ pub enum StoreError {
     /// A uniqueness constraint refused the write.
     #[error("conflicting row")]
     Conflict,
+    /// Another user already has that email address.
+    #[error("the email address belongs to another user")]
+    EmailTaken,
     #[error("database error: {0}")]
     Query(#[source] sqlx::Error),
 }
@@ -50,6 +53,10 @@ impl From<sqlx::Error> for StoreError {
                 StoreError::Unavailable(error.to_string())
             }
             E::Protocol(_) => StoreError::Unavailable(error.to_string()),
+            // The one unique index that is not a primary key or a username.
+            E::Database(db) if db.is_unique_violation() && db.message().contains("email_key") => {
+                StoreError::EmailTaken
+            }
             E::Database(db) if db.is_unique_violation() => StoreError::Conflict,
             E::Database(db) if backend::is_transient(db.code().as_deref()) => {
                 StoreError::Unavailable(error.to_string())

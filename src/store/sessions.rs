@@ -89,7 +89,8 @@ struct Spent {
 }
 
 impl Store {
-    /// Records a new session and its first refresh token.
+    /// Records a new session and its first refresh token, and the user's
+    /// last login.
     pub async fn start_session(&self, new: NewSession<'_>) -> StoreResult<SessionId> {
         self.bounded(async {
             let id = SessionId::new_random();
@@ -107,6 +108,11 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             insert_refresh_token(&mut tx, new.refresh_hash, &id, None, new.now).await?;
+            sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
+                .bind(new.now)
+                .bind(new.user_id)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(id)
         })

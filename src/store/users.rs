@@ -1,7 +1,8 @@
-//! Accounts: usernames are unique without regard to case.
+//! Accounts: usernames and email addresses are unique without regard to
+//! case.
 
 use super::{Store, StoreError, StoreResult};
-use crate::domain::{Roles, Secret, SessionId, UserId, Username};
+use crate::domain::{Email, Roles, Secret, SessionId, UserId, Username};
 use crate::time::UnixMillis;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -15,6 +16,10 @@ pub struct User {
     pub password_hash: Secret,
     pub disabled_at: Option<UnixMillis>,
     pub created_at: UnixMillis,
+    /// Where password-reset mail goes.
+    pub email: Option<Email>,
+    /// When the user last started a session (login or registration).
+    pub last_login_at: Option<UnixMillis>,
 }
 
 impl User {
@@ -25,16 +30,27 @@ impl User {
 
 pub struct NewUser<'a> {
     pub username: &'a Username,
+    pub email: Option<&'a Email>,
     pub password_hash: String,
     pub roles: Roles,
     pub now: UnixMillis,
 }
 
-const USER_COLUMNS: &str = "id, username, roles, password_hash, disabled_at, created_at";
+const USER_COLUMNS: &str =
+    "id, username, roles, password_hash, disabled_at, created_at, email, last_login_at";
+
+/// One page of [`Store::search_users`].
+pub struct UserQuery<'a> {
+    /// Only users whose username or email contains this, in any case.
+    pub contains: Option<&'a str>,
+    /// Only users whose lowercased username sorts after this (the cursor).
+    pub after: Option<&'a str>,
+    pub limit: u32,
+}
 
 impl Store {
     /// Creates a user; [`StoreError::Conflict`] when the username (in any
-    /// case) is taken.
+    /// case) is taken, [`StoreError::EmailTaken`] when the email is.
     pub async fn create_user(&self, new: NewUser<'_>) -> StoreResult<User> {
         self.bounded(async {
             let user = User {
@@ -44,10 +60,13 @@ impl Store {
                 password_hash: Secret::new(new.password_hash),
                 disabled_at: None,
                 created_at: new.now,
+                email: new.email.cloned(),
+                last_login_at: None,
             };
             sqlx::query(
-                "INSERT INTO users (id, username, username_key, password_hash, roles, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO users \
+                 (id, username, username_key, password_hash, roles, created_at, email, email_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&user.id)
             .bind(&user.username)
@@ -55,6 +74,8 @@ impl Store {
             .bind(user.password_hash.expose())
             .bind(user.roles.joined())
             .bind(user.created_at)
+            .bind(user.email.as_ref())
+            .bind(user.email.as_ref().map(Email::key))
             .execute(&self.pool)
             .await?;
             Ok(user)
@@ -67,6 +88,17 @@ impl Store {
             let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username_key = $1");
             Ok(sqlx::query_as(&sql)
                 .bind(username.key())
+                .fetch_optional(&self.pool)
+                .await?)
+        })
+        .await
+    }
+
+    pub async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
+        self.bounded(async {
+            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email_key = $1");
+            Ok(sqlx::query_as(&sql)
+                .bind(email.key())
                 .fetch_optional(&self.pool)
                 .await?)
         })
@@ -88,6 +120,44 @@ impl Store {
         self.bounded(async {
             let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username_key");
             Ok(sqlx::query_as(&sql).fetch_all(&self.pool).await?)
+        })
+        .await
+    }
+
+    /// One page of users in username order, optionally only those whose
+    /// username or email contains a text.
+    pub async fn search_users(&self, query: UserQuery<'_>) -> StoreResult<Vec<User>> {
+        self.bounded(async {
+            let pattern = query
+                .contains
+                .map(|text| format!("%{}%", escape_like(&text.to_lowercase())));
+            let sql = format!(
+                "SELECT {USER_COLUMNS} FROM users \
+                 WHERE ($1 IS NULL OR username_key LIKE $1 ESCAPE '\\' OR email_key LIKE $1 ESCAPE '\\') \
+                 AND ($2 IS NULL OR username_key > $2) \
+                 ORDER BY username_key LIMIT $3"
+            );
+            Ok(sqlx::query_as(&sql)
+                .bind(pattern)
+                .bind(query.after)
+                .bind(i64::from(query.limit))
+                .fetch_all(&self.pool)
+                .await?)
+        })
+        .await
+    }
+
+    /// Records (or with `None`, forgets) a user's email address;
+    /// [`StoreError::EmailTaken`] when another user has it.
+    pub async fn set_email(&self, id: &UserId, email: Option<&Email>) -> StoreResult<()> {
+        self.bounded(async {
+            sqlx::query("UPDATE users SET email = $1, email_key = $2 WHERE id = $3")
+                .bind(email)
+                .bind(email.map(Email::key))
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
         })
         .await
     }
@@ -156,4 +226,17 @@ impl Store {
         })
         .await
     }
+}
+
+/// `text` with the `LIKE` wildcards (and the escape character) escaped, so a
+/// search for `a_b` finds only `a_b`.
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }

@@ -159,6 +159,7 @@ async fn me_answers_by_bearer_and_by_cookie(backend: Backend) {
             "username": "alice",
             "roles": [],
             "session_id": tokens.session_id(),
+            "email": null,
         })
     );
     let cookie = format!("tollgate_access={}", tokens.access);

@@ -228,6 +228,19 @@ impl GatewayClient {
         .await
     }
 
+    pub async fn register_with_email(
+        &self,
+        username: &str,
+        password: &str,
+        email: &str,
+    ) -> TestResponse {
+        self.post_json(
+            "/api/auth/register",
+            json!({ "username": username, "password": password, "email": email }),
+        )
+        .await
+    }
+
     pub async fn login(&self, username: &str, password: &str) -> TestResponse {
         self.post_json(
             "/api/auth/login",

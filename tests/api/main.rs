@@ -5,6 +5,7 @@
 mod database;
 mod helpers;
 
+mod accounts;
 mod auth;
 mod faults;
 mod operations;
