@@ -194,8 +194,16 @@ pub struct ConfigArgs {
     pub upstream: Option<UpstreamUrl>,
 
     /// "PREFIX=URL [public] [strip] [role=NAME]"; repeatable (in the environment, separated by ;).
-    #[arg(long = "route", env = "TOLLGATE_ROUTES", global = true, value_delimiter = ';', value_parser = config::parse_route, value_name = "ROUTE")]
-    pub routes: Vec<RouteConfig>,
+    // Parsed in `into_config`, so that an empty entry (a trailing `;`) is
+    // skipped rather than refused.
+    #[arg(
+        long = "route",
+        env = "TOLLGATE_ROUTES",
+        global = true,
+        value_delimiter = ';',
+        value_name = "ROUTE"
+    )]
+    pub routes: Vec<String>,
 
     /// Directory holding the signing keys.
     #[arg(
@@ -385,7 +393,12 @@ impl ConfigArgs {
             .iter()
             .map(|path| config::parse_public_path(path))
             .collect::<anyhow::Result<_>>()?;
-        let mut routes = self.routes;
+        let mut routes = self
+            .routes
+            .iter()
+            .filter(|raw| !raw.trim().is_empty())
+            .map(|raw| config::parse_route(raw).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         if let Some(upstream) = self.upstream {
             routes.push(RouteConfig {
                 prefix: "/".into(),

@@ -349,6 +349,13 @@ pub fn parse_route(raw: &str) -> Result<RouteConfig, String> {
             }
         }
     }
+    if route.public && route.role.is_some() {
+        return Err(invalid(
+            "public and role= contradict each other: a public route lets callers \
+             without a token through"
+                .into(),
+        ));
+    }
     Ok(route)
 }
 
@@ -672,6 +679,8 @@ mod tests {
             "/health/x=http://x:1",
             "/app=ftp://x",
             "/app=http://x:1 role=a,b",
+            "/app=http://x:1 role=a role=b",
+            "/app=http://x:1 public role=a",
         ] {
             assert!(parse_route(bad).is_err(), "{bad}");
         }
