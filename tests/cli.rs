@@ -378,6 +378,66 @@ fn bad_flag_values_are_one_line_errors() {
 }
 
 #[test]
+fn bad_routes_are_one_line_errors_with_exit_2() {
+    for (args, routes_env, named) in [
+        (
+            &["--route", "/app=http://127.0.0.1:3000 cached"][..],
+            None,
+            "unknown option `cached`",
+        ),
+        (&["--route", "/app=web:3000"], None, "must be absolute"),
+        (&["--route", "/app=/static"], None, "must be absolute"),
+        (
+            &["--route", "app=http://web:3000"],
+            None,
+            "must start with /",
+        ),
+        (&["--route", "/app"], None, "expected PREFIX=URL"),
+        (
+            &["--route", "/a=http://x:1", "--route", "/a/=http://y:1"],
+            None,
+            "two routes for the prefix /a",
+        ),
+        (
+            &["--upstream", "http://x:1", "--route", "/=http://y:1"],
+            None,
+            "two routes for the prefix /",
+        ),
+        (&["--route", "/api/auth=http://x:1"], None, "gateway's own"),
+        (&["--route", "/metrics=http://x:1"], None, "gateway's own"),
+        (
+            &["--route", "/a=http://x:1 public role=admin"],
+            None,
+            "contradict",
+        ),
+        (
+            &[],
+            Some("/=http://x:1; /=http://y:1"),
+            "two routes for the prefix /",
+        ),
+        (
+            &[],
+            Some("/a=http://x:1; b=http://y:1"),
+            "must start with /",
+        ),
+    ] {
+        let mut command = tollgate();
+        command.args(args).env("RUST_BACKTRACE", "1");
+        if let Some(routes) = routes_env {
+            command.env("TOLLGATE_ROUTES", routes);
+        }
+        let run = Run::of(&mut command, "");
+        let line = run.failed_in_one_line();
+        assert!(line.contains(named), "{args:?} {routes_env:?}: {line}");
+        assert_eq!(
+            run.status.code(),
+            Some(2),
+            "{args:?} {routes_env:?}: {line}"
+        );
+    }
+}
+
+#[test]
 fn an_unusable_keys_directory_or_database_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-directory");

@@ -21,6 +21,9 @@ use tokio::task::JoinHandle;
 use tollgate::app::App;
 use tollgate::cli::Cli;
 use tollgate::config::Config;
+use tollgate::domain::{Password, Role, Roles, Username};
+use tollgate::store::NewUser;
+use tollgate::time::UnixMillis;
 
 pub use crate::database::{Backend, TestDatabase};
 
@@ -157,6 +160,31 @@ impl TestApp {
             shutdown: Some(shutdown),
             server: Some(server),
         }
+    }
+
+    /// Creates `username` with [`PASSWORD`] and `roles` (registration gives
+    /// none), logs in, and returns its tokens.
+    pub async fn signed_up_with_roles(&self, username: &str, roles: &[&str]) -> Tokens {
+        let password = Password::parse(PASSWORD.to_string()).unwrap();
+        self.app
+            .store
+            .create_user(NewUser {
+                username: &Username::parse(username).unwrap(),
+                email: None,
+                password_hash: self.app.passwords.hash(&password).await.unwrap(),
+                roles: Roles::new(
+                    roles
+                        .iter()
+                        .map(|role| Role::parse(role).unwrap())
+                        .collect(),
+                ),
+                now: UnixMillis::now(),
+            })
+            .await
+            .expect("a new user");
+        let response = self.login(username, PASSWORD).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+        Tokens::from(&response)
     }
 
     /// Stops the gateway gracefully; its deployment lives on.

@@ -39,6 +39,24 @@ impl Process {
 
     /// A gateway process listening on `listen` (a restart on the same port).
     pub async fn start_on(listen: &str, deployment: &Deployment, extra: &[&str]) -> Process {
+        Process::launch(listen, deployment, extra, &[]).await
+    }
+
+    /// A gateway process on port 0 with `env` added to its environment.
+    pub async fn start_with_env(
+        deployment: &Deployment,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Process {
+        Process::launch("127.0.0.1:0", deployment, extra, env).await
+    }
+
+    async fn launch(
+        listen: &str,
+        deployment: &Deployment,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["--listen", listen, "--log-format", "json"])
             .args(["--database-url", &deployment.database_url])
@@ -47,6 +65,7 @@ impl Process {
             .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("PORT")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -73,7 +92,7 @@ impl Process {
             tokio::task::spawn_blocking(move || listen_rx.recv_timeout(Duration::from_secs(30)))
                 .await
                 .unwrap()
-                .unwrap_or_else(|_| panic!("tollgate did not start"));
+                .unwrap_or_else(|_| panic!("tollgate did not start:\n{}", logs.lock().unwrap()));
         Process {
             child,
             logs,

@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -50,6 +51,15 @@ pub struct EchoUpstream {
 
 impl EchoUpstream {
     pub async fn start() -> EchoUpstream {
+        EchoUpstream::serve(None).await
+    }
+
+    /// The same upstream behind TLS, presenting `tls`'s certificate.
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> EchoUpstream {
+        EchoUpstream::serve(Some(TlsAcceptor::from(tls))).await
+    }
+
+    async fn serve(tls: Option<TlsAcceptor>) -> EchoUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -61,11 +71,27 @@ impl EchoUpstream {
                         return;
                     };
                     let received = received.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |request| answer(request, received.clone()));
-                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let builder =
+                            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        let _ = match tls {
+                            None => {
+                                builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await
+                            }
+                            // A client that refuses the certificate ends here.
+                            Some(tls) => match tls.accept(stream).await {
+                                Ok(stream) => {
+                                    builder
+                                        .serve_connection(TokioIo::new(stream), service)
+                                        .await
+                                }
+                                Err(_) => return,
+                            },
+                        };
                     });
                 }
             }
@@ -79,6 +105,11 @@ impl EchoUpstream {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The URL of an upstream started with [`EchoUpstream::start_tls`].
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// How many requests reached the upstream.
