@@ -658,11 +658,13 @@ mod tests {
 
     #[test]
     fn routes_parse_with_their_options() {
-        let route = parse_route("/app=http://web:3000 public strip role=staff").unwrap();
+        let route = parse_route("/app=http://web:3000 strip role=staff").unwrap();
         assert_eq!(route.prefix, "/app");
         assert_eq!(route.upstream.uri().to_string(), "http://web:3000/");
-        assert!(route.public && route.strip);
+        assert!(route.strip && !route.public);
         assert_eq!(route.role.unwrap().as_str(), "staff");
+        let route = parse_route("/=http://web:3000  public strip").unwrap();
+        assert!(route.public && route.strip && route.role.is_none());
         assert_eq!(
             parse_route("/=https://api.example.com/v1").unwrap().prefix,
             "/"
