@@ -19,11 +19,13 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::revocation::Revocations;
 use crate::store::Store;
-use crate::throttle::LoginThrottle;
+use crate::throttle::{self, LoginThrottle};
 use crate::time::UnixMillis;
 
 /// How often sessions that can no longer matter are deleted.
 const SESSION_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often login throttle counters whose window has passed are deleted.
+const THROTTLE_CLEANUP_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// How often the keys directory is checked for a rotation.
 const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -110,11 +112,11 @@ impl App {
                     .as_ref()
                     .map(|url| url.origin().to_string()),
             ),
-            client_addressing: ClientAddressing {
-                trusted_proxies: config.trusted_proxies.clone(),
-                client_ip_header: config.client_ip_header.clone(),
-            },
-            throttle: LoginThrottle::new(),
+            client_addressing: ClientAddressing::new(
+                config.trusted_proxies.clone(),
+                config.client_ip_header.clone(),
+            ),
+            throttle: LoginThrottle::new(store.clone()),
             metrics,
             proxy,
             started_at: Instant::now(),
@@ -136,6 +138,7 @@ pub fn token_lifetime(config: &Config) -> Duration {
 fn spawn_background_tasks(app: Weak<App>) {
     Revocations::spawn_poller(app.clone(), |app: &App| (&app.revocations, &app.store));
     tokio::spawn(delete_finished_sessions(app.clone()));
+    tokio::spawn(delete_old_throttle_counters(app.clone()));
     // A rotation is a new keys record: check for one every couple of seconds,
     // and re-record the keys as held every minute.
     tokio::spawn(async move {
@@ -186,6 +189,27 @@ async fn delete_finished_sessions(app: Weak<App>) {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted finished sessions"),
             Err(error) => tracing::warn!(%error, "cannot delete finished sessions"),
+        }
+    }
+}
+
+/// Every 15 minutes (and at start), deletes the login throttle counters
+/// whose window has passed: they can refuse nothing any more, and a flood of
+/// made-up usernames would otherwise stay in the table.
+async fn delete_old_throttle_counters(app: Weak<App>) {
+    let mut interval = tokio::time::interval(THROTTLE_CLEANUP_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        match app
+            .store
+            .delete_old_throttle_counters(throttle::LONGEST_WINDOW)
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted old login throttle counters"),
+            Err(error) => tracing::warn!(%error, "cannot delete old login throttle counters"),
         }
     }
 }

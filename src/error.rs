@@ -14,6 +14,7 @@ use crate::auth::password::HashingError;
 use crate::auth::tokens::RejectReason;
 use crate::body::{Body, full};
 use crate::store::StoreError;
+use crate::throttle::ThrottleError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -270,6 +271,15 @@ impl From<HashingError> for ApiError {
                 retry_after: Duration::from_secs(1),
             },
             HashingError::Failed(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+impl From<ThrottleError> for ApiError {
+    fn from(error: ThrottleError) -> Self {
+        match error {
+            ThrottleError::Limited { retry_after } => ApiError::RateLimited { retry_after },
+            ThrottleError::Store(error) => error.into(),
         }
     }
 }

@@ -111,9 +111,7 @@ pub async fn register(
         .transpose()?;
     // Each registration costs a password hash: it counts against the
     // address's attempts like a login.
-    app.throttle
-        .registration(ctx.client.address)
-        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    app.throttle.registration(ctx.client.address).await?;
     let password_hash = app.passwords.hash(&password).await?;
     let now = UnixMillis::now();
     let user = app
@@ -146,13 +144,15 @@ pub async fn login(
         app.metrics.login(outcome);
         tracing::info!(username = %username, outcome, "login refused");
     };
-    let attempt = match app.throttle.begin(&username.key(), ctx.client.address) {
-        Ok(attempt) => attempt,
-        Err(retry_after) => {
-            refused("rate_limited");
-            return Err(ApiError::RateLimited { retry_after });
-        }
-    };
+    let attempt = app
+        .throttle
+        .begin(&username.key(), ctx.client.address)
+        .await
+        .inspect_err(|error| {
+            if error.is_limited() {
+                refused("rate_limited");
+            }
+        })?;
     let user = app.store.user_by_username(&username).await?;
     let stored_hash = user.as_ref().map(|user| user.password_hash.expose());
     // Unknown users are verified against a dummy hash: same answer, same time.
@@ -165,7 +165,7 @@ pub async fn login(
             return Err(ApiError::InvalidCredentials);
         }
     };
-    attempt.succeeded();
+    attempt.succeeded().await?;
     if user.is_disabled() {
         refused("account_disabled");
         return Err(ApiError::AccountDisabled);
@@ -532,7 +532,7 @@ pub async fn change_password(
     let attempt = app
         .throttle
         .begin(&format!("password-change:{}", user.id), ctx.client.address)
-        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        .await?;
     if app
         .passwords
         .verify(&current, Some(user.password_hash.expose()))
@@ -542,7 +542,7 @@ pub async fn change_password(
         attempt.failed();
         return Err(ApiError::InvalidCredentials);
     }
-    attempt.succeeded();
+    attempt.succeeded().await?;
     let new_hash = app.passwords.hash(&new).await?;
     let revoked = app
         .store

@@ -8,6 +8,7 @@
 mod backend;
 mod keys;
 mod sessions;
+mod throttle;
 mod users;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use crate::time::UnixMillis;
 pub use backend::Backend;
 pub use keys::RecordedKey;
 pub use sessions::{NewSession, Presented, Rotation, SessionInfo, SessionOwner};
+pub use throttle::{Admission, Budget, Charge, Held, Settlement};
 pub use users::{NewUser, User, UserQuery};
 
 /// How long one store operation may take, queueing for a connection included.
