@@ -2,7 +2,8 @@
 //! taken for every request.
 //!
 //! 1. Who is asking: the client info (peer, client address, whether the peer
-//!    is a trusted proxy), computed once.
+//!    is a trusted proxy), computed once; a private peer that names a client
+//!    without being trusted is warned about, once per peer.
 //! 2. One span for the request (request id, method, route, client address,
 //!    and the user id once known): every line below carries them.
 //! 3. CORS preflights are answered; a request without exactly one `Host`
@@ -89,6 +90,8 @@ pub async fn handle(
         user_id = field::Empty,
     );
     async move {
+        app.client_addressing
+            .warn_if_untrusted_proxy(&ctx.client, request.headers());
         let method = request.method().clone();
         // The path only: a query string may carry anything.
         let path = request.uri().path().to_string();

@@ -168,7 +168,7 @@ proptest! {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert("x-forwarded-for", value);
         }
-        let addressing = ClientAddressing { trusted_proxies: vec!["0.0.0.0/0".parse().unwrap()], client_ip_header: None };
+        let addressing = ClientAddressing::new(vec!["0.0.0.0/0".parse().unwrap()], None);
         let client = addressing.client_info(std::net::SocketAddr::new(peer, 1), &headers).address;
         let hops: Vec<IpAddr> = value.split(',').filter_map(|hop| hop.trim().parse().ok()).collect();
         prop_assert!(client == peer || hops.contains(&client));
