@@ -193,21 +193,31 @@ impl ApiError {
         }
     }
 
+    /// The `reason` of a 401 body that has one.
+    fn body_reason(&self) -> Option<&'static str> {
+        match self {
+            ApiError::InvalidToken(reason) => Some(reason.as_str()),
+            ApiError::SessionIdle => Some("idle"),
+            _ => None,
+        }
+    }
+
+    /// Why, in one word: the body's `reason` when it has one, else the
+    /// error code (what forward-auth sends as `X-Auth-Reason`).
+    pub fn reason(&self) -> &'static str {
+        self.body_reason().unwrap_or_else(|| self.code())
+    }
+
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         if status.is_server_error() {
             tracing::error!(code = self.code(), cause = %self, "request failed");
         }
         let message = self.message();
-        let reason = match &self {
-            ApiError::InvalidToken(reason) => Some(reason.as_str()),
-            ApiError::SessionIdle => Some("idle"),
-            _ => None,
-        };
         let body = serde_json::to_vec(&ErrorBody {
             error: self.code(),
             message: &message,
-            reason,
+            reason: self.body_reason(),
         })
         .expect("error bodies serialize");
 

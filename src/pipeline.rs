@@ -97,13 +97,7 @@ pub async fn handle(
         let path = request.uri().path().to_string();
         let origin = request.headers().get(ORIGIN).cloned();
         let (route, outcome) = dispatch(app, &ctx, request).await;
-        let mut response = outcome.unwrap_or_else(|error| {
-            if let Some(reason) = error.auth_failure_reason() {
-                tracing::info!(reason, status = error.status().as_u16(), "auth failure");
-                app.metrics.auth_failure(reason);
-            }
-            error.into_response()
-        });
+        let mut response = outcome.unwrap_or_else(|error| error_response(app, error));
         app.browser.apply_cors(origin.as_ref(), &mut response);
         let status = response.status().as_u16();
         app.metrics.request(route, status);
@@ -118,6 +112,16 @@ pub async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// The contract's answer to a failure; a refused credential or caller is
+/// logged and counted.
+pub fn error_response(app: &App, error: ApiError) -> Response<Body> {
+    if let Some(reason) = error.auth_failure_reason() {
+        tracing::info!(reason, status = error.status().as_u16(), "auth failure");
+        app.metrics.auth_failure(reason);
+    }
+    error.into_response()
 }
 
 /// Routes one request; the metrics label of where it went, and the answer.

@@ -5,6 +5,7 @@
 mod auth;
 mod debug;
 mod health;
+mod verify;
 mod wellknown;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::paths;
 use crate::pipeline::RequestContext;
+use verify::VerifyTarget;
 
 pub type Request = http::Request<Incoming>;
 
@@ -45,6 +47,8 @@ pub enum Route {
     /// `/api/auth/sessions/{id}`, the id as it came: parsed by the handler.
     Session(String),
     Password,
+    /// Forward-auth: `/api/auth/verify`, or a path below it.
+    Verify(VerifyTarget),
     Jwks,
     OpenIdConfiguration,
     Health,
@@ -67,6 +71,7 @@ impl Route {
             "/api/auth/me" => Route::Me,
             "/api/auth/sessions" => Route::Sessions,
             "/api/auth/password" => Route::Password,
+            "/api/auth/verify" => Route::Verify(VerifyTarget::Fixed),
             "/.well-known/jwks.json" => Route::Jwks,
             "/.well-known/openid-configuration" => Route::OpenIdConfiguration,
             "/health" => Route::Health,
@@ -74,6 +79,9 @@ impl Route {
             "/metrics" => Route::Metrics,
             "/api/debug/session" => Route::DebugSession,
             _ if !paths::is_owned(path) => return None,
+            _ if paths::is_under(path, "/api/auth/verify") => {
+                Route::Verify(VerifyTarget::OriginalPath)
+            }
             _ => match path.strip_prefix("/api/auth/sessions/") {
                 Some(id) if !id.is_empty() && !id.contains('/') => Route::Session(id.to_string()),
                 _ => Route::UnknownOwned(owned_label(path)),
@@ -94,6 +102,8 @@ impl Route {
             | Route::Sessions
             | Route::Session(_)
             | Route::Password => "auth",
+            // Its own group: an ingress asks on every request it serves.
+            Route::Verify(_) => "verify",
             Route::Jwks | Route::OpenIdConfiguration => "wellknown",
             Route::Health | Route::HealthDetailed => "health",
             Route::Metrics => "metrics",
@@ -112,6 +122,16 @@ impl Route {
         const POST: &[Method] = &[Method::POST];
         const GET: &[Method] = &[Method::GET, Method::HEAD];
         const DELETE: &[Method] = &[Method::DELETE];
+        // Envoy asks with the original request's method.
+        const ANY: &[Method] = &[
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ];
         match self {
             Route::Register
             | Route::Login
@@ -128,6 +148,7 @@ impl Route {
             | Route::Metrics
             | Route::DebugSession => GET,
             Route::Session(_) => DELETE,
+            Route::Verify(_) => ANY,
             Route::UnknownOwned(_) => &[],
         }
     }
@@ -182,6 +203,7 @@ pub async fn answer(
         Route::Sessions => auth::sessions(app, ctx, request).await,
         Route::Session(id) => auth::delete_session(app, ctx, request, id).await,
         Route::Password => auth::change_password(app, ctx, request).await,
+        Route::Verify(target) => Ok(verify::verify(app, ctx, request, target).await),
         Route::Jwks => Ok(wellknown::jwks(app)),
         Route::OpenIdConfiguration => Ok(wellknown::openid_configuration(app, ctx, &request)),
         Route::Health => Ok(health::health()),
