@@ -147,6 +147,13 @@ async fn check_outage(link_state: LinkState) {
         "bearer requests are still proxied"
     );
     assert!(took < Duration::from_secs(1), "{took:?}");
+    let (took, verified) = timed(app.get_with_token("/api/auth/verify", &tokens.access)).await;
+    assert_eq!(
+        verified.status,
+        StatusCode::OK,
+        "forward-auth never reads the database"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
     assert_eq!(
         app.send(Method::GET, "/health", &[], None).await.status,
         StatusCode::OK

@@ -4,10 +4,12 @@
 #[path = "../support/database.rs"]
 mod database;
 mod helpers;
+mod ingress;
 
 mod accounts;
 mod auth;
 mod faults;
+mod forward_auth;
 mod operations;
 mod pool;
 mod probe;

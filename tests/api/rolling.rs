@@ -11,9 +11,7 @@
 //! contract: the same refresh token presented again within the reuse grace
 //! is answered, in the same session.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +22,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, Deployment, GatewayClient, PASSWORD, Tokens};
+use crate::ingress::Nginx;
 use crate::process::Process;
 use crate::upstream::EchoUpstream;
 
@@ -45,48 +44,21 @@ const NGINX_FAIL_TIMEOUT_S: u64 = 2;
 /// the rotation before the next one leaves it.
 const SETTLE: Duration = Duration::from_secs(NGINX_FAIL_TIMEOUT_S + 2);
 
-/// nginx as a child process, in a directory of its own, balancing over
-/// `upstreams`.
-struct Nginx {
-    child: Child,
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-}
-
-impl Nginx {
-    fn start(upstreams: &[SocketAddr]) -> Nginx {
-        let binary = nginx_binary().expect(
-            "nginx is not installed: this test needs it as its load balancer \
-             (apt-get install nginx; .ci/run installs it)",
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let servers: String = upstreams
-            .iter()
-            .map(|addr| {
-                format!("        server {addr} max_fails=1 fail_timeout={NGINX_FAIL_TIMEOUT_S}s;\n")
-            })
-            .collect();
-        let d = dir.path().display();
-        let config = format!(
-            r#"worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 1024; }}
-http {{
-    log_format upstreams '$msec $request_method $uri $status upstream=$upstream_addr upstream_status=$upstream_status';
-    access_log {d}/access.log upstreams;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    upstream tollgate {{
+/// nginx balancing over `upstreams`.
+fn load_balancer(upstreams: &[SocketAddr]) -> Nginx {
+    let servers: String = upstreams
+        .iter()
+        .map(|addr| {
+            format!("        server {addr} max_fails=1 fail_timeout={NGINX_FAIL_TIMEOUT_S}s;\n")
+        })
+        .collect();
+    Nginx::start(|listen| {
+        format!(
+            r#"    upstream tollgate {{
 {servers}        keepalive 32;
     }}
     server {{
-        listen 127.0.0.1:{port};
+        listen {listen};
         location / {{
             proxy_pass http://tollgate;
             proxy_http_version 1.1;
@@ -100,89 +72,9 @@ http {{
             proxy_next_upstream_tries {INSTANCES};
             proxy_next_upstream_timeout 10s;
         }}
-    }}
-}}
-"#
-        );
-        let config_path = dir.path().join("nginx.conf");
-        std::fs::write(&config_path, config).unwrap();
-        let mut child = Command::new(binary)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-c")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting nginx");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let started = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "nginx exited ({status}):\n{}",
-                    read(&dir.path().join("error.log"))
-                );
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "nginx did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nginx { child, dir, addr }
-    }
-
-    fn error_log(&self) -> String {
-        read(&self.dir.path().join("error.log"))
-    }
-
-    fn access_log(&self) -> String {
-        read(&self.dir.path().join("access.log"))
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // The master stops its worker on SIGTERM; SIGKILL would orphan it.
-        let _ = Command::new("kill")
-            .args(["-s", "TERM", &self.child.id().to_string()])
-            .status();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn nginx_binary() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("nginx"));
-    on_path
-        .chain(["/usr/sbin/nginx".into()])
-        .find(|candidate| candidate.is_file())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    }}"#
+        )
+    })
 }
 
 /// What happened when, for the failure message.
@@ -359,7 +251,7 @@ async fn three_instances_restarted_one_at_a_time_under_load(backend: Backend) {
         .iter()
         .map(|instance| instance.as_ref().unwrap().addr)
         .collect();
-    let nginx = Nginx::start(&addrs);
+    let nginx = load_balancer(&addrs);
     let lb = Arc::new(GatewayClient::new(nginx.addr));
 
     let timeline = Timeline::new();
