@@ -14,7 +14,7 @@ use crate::helpers::{Backend, Deployment, PASSWORD, TestApp, TestResponse, Token
 use crate::upstream::EchoUpstream;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LinkState {
+pub(crate) enum LinkState {
     /// Bytes flow both ways.
     Up,
     /// Connections stay open but nothing gets through: a partition.
@@ -26,7 +26,7 @@ enum LinkState {
 /// A TCP link to a target whose state the test sets. When the link comes
 /// back up, connections that lived through an outage are closed, as a real
 /// partition leaves them.
-struct FaultyLink {
+pub(crate) struct FaultyLink {
     addr: SocketAddr,
     state: watch::Sender<LinkState>,
     task: tokio::task::JoinHandle<()>,
@@ -51,7 +51,7 @@ impl FaultyLink {
         FaultyLink { addr, state, task }
     }
 
-    fn set(&self, state: LinkState) {
+    pub(crate) fn set(&self, state: LinkState) {
         self.state.send_replace(state);
     }
 }
@@ -84,7 +84,7 @@ async fn carry(mut client: TcpStream, target: SocketAddr, mut state: watch::Rece
 }
 
 /// A Postgres deployment whose gateways reach the database through a link.
-async fn deployment_behind_a_link() -> (Deployment, FaultyLink) {
+pub(crate) async fn deployment_behind_a_link() -> (Deployment, FaultyLink) {
     let mut deployment = Deployment::new(Backend::Postgres).await;
     let url: url_parts::Url = deployment.database_url.parse().unwrap();
     let link = FaultyLink::to(url.addr).await;

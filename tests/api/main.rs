@@ -22,6 +22,7 @@ mod routes;
 mod routing;
 mod sessions;
 mod test_ca;
+mod throttle;
 mod tokens;
 mod upstream;
 mod wellknown;
