@@ -8,6 +8,7 @@ mod ingress;
 
 mod accounts;
 mod auth;
+mod browser;
 mod faults;
 mod forward_auth;
 mod operations;
