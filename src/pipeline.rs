@@ -164,11 +164,12 @@ async fn dispatch(
     ("proxy", forward(app, ctx, request, &path, upstream).await)
 }
 
-/// HTTP/1.1 needs exactly one `Host` (RFC 9112 3.2); no request may carry
-/// several, which proxies and upstreams could read differently.
+/// HTTP/1.1 needs exactly one `Host` (RFC 9112 3.2), an absolute-form
+/// target included; no request may carry several, which proxies and
+/// upstreams could read differently.
 fn check_host(request: &Request) -> Result<(), ApiError> {
     let hosts = request.headers().get_all(HOST).iter().count();
-    let needs_one = request.version() == Version::HTTP_11 && request.uri().authority().is_none();
+    let needs_one = request.version() == Version::HTTP_11;
     if hosts > 1 || (needs_one && hosts == 0) {
         return Err(ApiError::InvalidRequest(
             "an HTTP/1.1 request needs exactly one Host header".into(),

@@ -88,10 +88,16 @@ pub fn prepare_request(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
         None => remove_bearer_tokens(headers),
     }
 
-    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => {
-            format!("{existing}, {}", forwarded.client.peer)
-        }
+    // Several `X-Forwarded-For` lines are one list (RFC 9110 5.3), the one
+    // the client address was read from; a list that is not text is dropped.
+    let existing: Option<Vec<&str>> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .map(|value| value.to_str().ok().map(str::trim))
+        .filter(|value| value.is_none_or(|value| !value.is_empty()))
+        .collect();
+    let forwarded_for = match existing {
+        Some(hops) if !hops.is_empty() => format!("{}, {}", hops.join(", "), forwarded.client.peer),
         _ => forwarded.client.peer.to_string(),
     };
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {

@@ -11,7 +11,7 @@ use crate::auth::cookies::{REFRESH_COOKIE, find_cookie};
 use crate::auth::password::Verification;
 use crate::auth::refresh::{self, hash_refresh_token, new_refresh_token};
 use crate::auth::tokens::{self, AccessClaims, Audience, RejectReason};
-use crate::auth::{CredentialSource, Identity};
+use crate::auth::{CredentialSource, Identity, Rejection};
 use crate::body::{Body, json, no_content};
 use crate::domain::{Email, Password, Roles, Secret, SessionId, UserId, Username};
 use crate::error::ApiError;
@@ -375,6 +375,9 @@ pub async fn logout(
                 note_user(&identity);
                 identity.claims.sid.clone()
             }
+            // A malformed `Authorization` is the client's mistake to hear
+            // about, not a reason to fall back on a cookie.
+            Err(rejection @ Rejection::MalformedAuthorization) => return Err(rejection.into()),
             Err(rejection) => match presented_refresh_token(app, ctx, &parts, body)? {
                 Some(token) => session_of_refresh_token(app, Some(&token)).await?,
                 None => return Err(rejection.into()),

@@ -5,11 +5,8 @@
 use bytes::Bytes;
 use http::{Method, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
-use crate::helpers::{Backend, Body, PASSWORD, TestApp, TestResponse, Tokens};
+use crate::helpers::{Backend, Body, PASSWORD, TestApp, TestResponse, Tokens, h2_client};
 use crate::on_both_backends;
 use crate::upstream::EchoUpstream;
 
@@ -172,13 +169,6 @@ async fn a_junk_bearer_header_does_not_exempt_the_refresh_cookie(backend: Backen
         "{}",
         response.text()
     );
-}
-
-/// A client that speaks HTTP/2 without TLS, with prior knowledge (h2c).
-fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
 }
 
 /// One POST over HTTP/2 carrying the access cookie.

@@ -420,6 +420,13 @@ pub fn http_client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// A client that speaks HTTP/2 without TLS, with prior knowledge (h2c).
+pub fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
 /// Sends one request; `body` is sent as JSON unless it is raw.
 pub async fn send_request(
     client: &Client<HttpConnector, Full<Bytes>>,

@@ -752,7 +752,215 @@ async fn cookie_requests_that_change_state_need_an_allowed_origin(backend: Backe
     assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text());
 }
 
+/// The status code of a raw HTTP answer.
+fn status_of(answer: &str) -> &str {
+    answer.split(' ').nth(1).unwrap_or("")
+}
+
+async fn the_gateways_cookies_never_pass_beside_bytes_that_are_not_utf8(backend: Backend) {
+    let (app, upstream) = gateway(backend, &["--public-paths", "/public"]).await;
+    let tokens = app.signed_up("alice").await;
+    let bearer = format!("Authorization: Bearer {}\r\n", tokens.access);
+    for (path, authorization) in [("/api/tickets", bearer.as_str()), ("/public/page", "")] {
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{authorization}").into_bytes();
+        request.extend_from_slice(b"Cookie: theme=\xff\xfe; tollgate_access=");
+        request.extend_from_slice(tokens.access.as_bytes());
+        request.extend_from_slice(b"; tollgate_refresh=");
+        request.extend_from_slice(tokens.refresh.as_bytes());
+        request.extend_from_slice(b";lang=en\r\nConnection: close\r\n\r\n");
+        let answer = app.raw(&request).await;
+        assert_eq!(status_of(&answer), "200", "{path}: {answer}");
+        let received = upstream.last();
+        assert_eq!(received.path, path);
+        assert_eq!(
+            received.headers.get("cookie").unwrap().as_bytes(),
+            b"theme=\xff\xfe; lang=en",
+            "{path}: only the other cookies pass, byte for byte"
+        );
+    }
+}
+
+async fn x_forwarded_host_is_the_host_the_client_addressed(backend: Backend) {
+    let (app, upstream) = gateway(backend, &[]).await;
+    let tokens = app.signed_up("alice").await;
+    let bearer = format!("Bearer {}", tokens.access);
+
+    app.send(
+        Method::GET,
+        "/api/tickets",
+        &[("authorization", &bearer), ("host", "tickets.example.com")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        upstream.last().header("x-forwarded-host"),
+        Some("tickets.example.com")
+    );
+
+    // HTTP/2 has no Host but `:authority`.
+    let request = http::Request::get(app.url("/api/tickets"))
+        .header("authorization", &bearer)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let response = crate::helpers::h2_client().request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        upstream.last().header("x-forwarded-host"),
+        Some(app.addr.to_string().as_str())
+    );
+
+    // HTTP/1.0 may leave Host out: then there is nothing to forward, and
+    // certainly not the upstream's own address.
+    let request = format!("GET /api/tickets HTTP/1.0\r\nAuthorization: {bearer}\r\n\r\n");
+    let answer = app.raw(request.as_bytes()).await;
+    assert_eq!(status_of(&answer), "200", "{answer}");
+    let received = upstream.last();
+    assert_eq!(received.header("x-forwarded-host"), None);
+}
+
+async fn url_and_method_overrides_never_reach_the_upstream(backend: Backend) {
+    let (app, upstream) = gateway(backend, &["--public-paths", "/public"]).await;
+    let tokens = app.signed_up("alice").await;
+    let bearer = format!("Bearer {}", tokens.access);
+    let overrides = [
+        ("x-original-url", "/admin/users"),
+        ("x-rewrite-url", "/admin/users"),
+        ("x-http-method-override", "DELETE"),
+        ("X-HTTP-Method", "DELETE"),
+        ("x-method-override", "DELETE"),
+    ];
+    for (path, authorization) in [("/public/page", None), ("/api/tickets", Some(&bearer))] {
+        let mut headers: Vec<(&str, &str)> = overrides.to_vec();
+        headers.extend(authorization.map(|bearer| ("authorization", bearer.as_str())));
+        let response = app.send(Method::GET, path, &headers, None).await;
+        assert_eq!(
+            response.status,
+            StatusCode::OK,
+            "{path}: {}",
+            response.text()
+        );
+        let received = upstream.last();
+        assert_eq!(
+            (received.method.as_str(), received.path.as_str()),
+            ("GET", path)
+        );
+        for (name, _) in overrides {
+            assert!(
+                received.header(name).is_none(),
+                "{name} reached the upstream on {path}"
+            );
+        }
+    }
+}
+
+async fn requests_without_exactly_one_host_are_invalid(backend: Backend) {
+    let (app, upstream) = gateway(backend, &[]).await;
+    let tokens = app.signed_up("alice").await;
+    let auth = format!(
+        "Authorization: Bearer {}\r\nConnection: close\r\n",
+        tokens.access
+    );
+    for request in [
+        format!("GET /api/tickets HTTP/1.1\r\n{auth}\r\n"),
+        format!("GET http://x/api/tickets HTTP/1.1\r\n{auth}\r\n"),
+        format!("GET /api/tickets HTTP/1.1\r\nHost: a\r\nHost: b\r\n{auth}\r\n"),
+        format!("GET /api/tickets HTTP/1.0\r\nHost: a\r\nHost: a\r\n{auth}\r\n"),
+        "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n".to_string(),
+    ] {
+        let answer = app.raw(request.as_bytes()).await;
+        assert_eq!(status_of(&answer), "400", "{request:?}: {answer}");
+        assert!(answer.contains("\"invalid_request\""), "{answer}");
+    }
+    assert_eq!(upstream.hits(), 0);
+    for fine in [
+        format!("GET /api/tickets HTTP/1.1\r\nHost: a\r\n{auth}\r\n"),
+        format!("GET /api/tickets HTTP/1.0\r\n{auth}\r\n"),
+    ] {
+        let answer = app.raw(fine.as_bytes()).await;
+        assert_eq!(status_of(&answer), "200", "{fine:?}: {answer}");
+    }
+}
+
+async fn x_forwarded_for_is_appended_to_only_for_a_trusted_proxy(backend: Backend) {
+    let upstream = EchoUpstream::start().await;
+    let forwarding = [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-for", "198.51.100.1"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "auth.example.com"),
+    ];
+    for (trusted, for_, proto, host) in [
+        (false, "127.0.0.1", "http", "the-gateway"),
+        (
+            true,
+            "203.0.113.7, 198.51.100.1, 127.0.0.1",
+            "https",
+            "auth.example.com",
+        ),
+    ] {
+        let url = upstream.url();
+        let mut flags = vec!["--upstream", url.as_str()];
+        if trusted {
+            flags.extend(["--trusted-proxies", "127.0.0.1/32"]);
+        }
+        let app = TestApp::spawn_with(backend, &flags).await;
+        let tokens = app.signed_up("alice").await;
+        let bearer = format!("Bearer {}", tokens.access);
+        let mut headers = vec![("authorization", bearer.as_str()), ("host", "the-gateway")];
+        headers.extend(forwarding);
+        let response = app.send(Method::GET, "/api/tickets", &headers, None).await;
+        assert_eq!(response.status, StatusCode::OK);
+        let received = upstream.last();
+        assert_eq!(
+            received
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .collect::<Vec<_>>(),
+            [for_],
+            "trusted: {trusted}"
+        );
+        assert_eq!(received.header("x-forwarded-proto"), Some(proto));
+        assert_eq!(received.header("x-forwarded-host"), Some(host));
+    }
+}
+
+async fn a_bearer_of_two_words_is_an_invalid_request_everywhere(backend: Backend) {
+    let (app, upstream) = gateway(backend, &["--public-paths", "/public"]).await;
+    let tokens = app.signed_up("alice").await;
+    let two_words = format!("Bearer {} extra", tokens.access);
+    for (method, path) in [
+        (Method::GET, "/api/auth/me"),
+        (Method::GET, "/api/tickets"),
+        (Method::GET, "/public/page"),
+        (Method::POST, "/api/auth/logout-all"),
+    ] {
+        app.send(method, path, &[("authorization", &two_words)], None)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    // Not even beside a refresh cookie that would do on its own.
+    let cookie = format!("tollgate_refresh={}", tokens.refresh);
+    app.send(
+        Method::POST,
+        "/api/auth/logout",
+        &[("authorization", &two_words), ("cookie", &cookie)],
+        None,
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(upstream.hits(), 0);
+    assert_eq!(app.me(&tokens.access).await.status, StatusCode::OK);
+}
+
 on_both_backends!(
+    the_gateways_cookies_never_pass_beside_bytes_that_are_not_utf8,
+    x_forwarded_host_is_the_host_the_client_addressed,
+    url_and_method_overrides_never_reach_the_upstream,
+    requests_without_exactly_one_host_are_invalid,
+    x_forwarded_for_is_appended_to_only_for_a_trusted_proxy,
+    a_bearer_of_two_words_is_an_invalid_request_everywhere,
     unauthenticated_requests_never_reach_the_upstream,
     the_upstream_receives_the_identity_and_never_a_spoof,
     a_cookie_becomes_a_bearer_token_and_only_foreign_cookies_pass,
