@@ -1,9 +1,14 @@
 //! What differs between Postgres and SQLite: connection setup, migrations,
 //! how a write transaction starts and how to read the database clock.
 
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
 use sqlx::AnyConnection;
 use sqlx::Executor;
 use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -39,6 +44,33 @@ impl Backend {
                 format!("{url}{separator}mode=rwc")
             }
             _ => url.to_string(),
+        }
+    }
+
+    /// Creates the embedded SQLite file, readable by its owner only, before
+    /// SQLite would create it with the umask's mode (usually 0644): it holds
+    /// password hashes. SQLite gives the `-wal` and `-shm` files the mode of
+    /// the database file. An existing file is left as it is.
+    pub(super) fn create_private_file(self, connect_url: &str) -> anyhow::Result<()> {
+        let Some(path) = (match self {
+            Backend::Sqlite => sqlite_file_to_create(connect_url),
+            Backend::Postgres => None,
+        }) else {
+            return Ok(());
+        };
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path);
+        match created {
+            Ok(_) => Ok(()),
+            // Another instance (or `tollgate migrate`) was first.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(error) => Err(anyhow::anyhow!(
+                "cannot create the SQLite database {}: {error}",
+                path.display()
+            )),
         }
     }
 
@@ -96,6 +128,30 @@ impl Backend {
     }
 }
 
+/// The file an SQLite URL (as [`Backend::connect_url`] made it) lets SQLite
+/// create: read the way sqlx reads it, and `None` for in-memory databases,
+/// SQLite `file:` URIs and the modes that never create (`ro`, `rw`).
+fn sqlite_file_to_create(connect_url: &str) -> Option<PathBuf> {
+    let rest = connect_url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    // sqlx lets the last `mode` win.
+    let mode = params
+        .split('&')
+        .filter_map(|param| param.strip_prefix("mode="))
+        .next_back();
+    if mode != Some("rwc")
+        || database.is_empty()
+        || database == ":memory:"
+        || database.starts_with("file:")
+    {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(connect_url).ok()?;
+    Some(options.get_filename().to_path_buf())
+}
+
 /// Database error codes that mean "the database cannot serve you right now"
 /// rather than "this query is wrong".
 pub(super) fn is_transient(code: Option<&str>) -> bool {
@@ -142,6 +198,22 @@ mod tests {
             Backend::Postgres.connect_url("postgres://h/d"),
             "postgres://h/d"
         );
+    }
+
+    #[test]
+    fn only_files_sqlite_may_create_are_created_ahead() {
+        let file = |url: &str| sqlite_file_to_create(&Backend::Sqlite.connect_url(url));
+        assert_eq!(file("sqlite://t.db"), Some(PathBuf::from("t.db")));
+        assert_eq!(
+            file("sqlite:///var/lib/t.db"),
+            Some(PathBuf::from("/var/lib/t.db"))
+        );
+        assert_eq!(file("sqlite:t%20x.db"), Some(PathBuf::from("t x.db")));
+        assert_eq!(file("sqlite://t.db?mode=ro"), None);
+        assert_eq!(file("sqlite://t.db?mode=rw"), None);
+        assert_eq!(file("sqlite::memory:"), None);
+        assert_eq!(file("sqlite://?mode=memory"), None);
+        assert_eq!(file("sqlite://t.db?mode=memory"), None);
     }
 
     #[test]

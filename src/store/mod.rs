@@ -83,6 +83,7 @@ impl Store {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(database_url)?;
         let url = backend.connect_url(database_url);
+        backend.create_private_file(&url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(backend.max_connections())
             .min_connections(0)

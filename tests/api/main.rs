@@ -22,6 +22,7 @@ mod rolling;
 mod routes;
 mod routing;
 mod sessions;
+mod storage;
 mod test_ca;
 mod throttle;
 mod tokens;
