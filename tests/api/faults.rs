@@ -174,6 +174,13 @@ async fn check_outage(link_state: LinkState) {
     assert_eq!(detailed.1.json()["database"]["ok"], false);
     for (name, (took, response)) in [("login", login), ("refresh", refresh), ("logout", logout)] {
         response.assert_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+        let retry_after = response.header("retry-after");
+        assert!(
+            retry_after
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|s| s > 0),
+            "{name}: a 503 says when to retry: {retry_after:?}"
+        );
         assert!(took < Duration::from_secs(8), "{name} took {took:?}");
     }
     assert!(detailed.0 < Duration::from_secs(8), "{:?}", detailed.0);
