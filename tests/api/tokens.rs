@@ -3,6 +3,8 @@
 //! needs a signature, the gateway's own signing key, so that it differs
 //! from an accepted token in exactly one way.
 
+use std::time::Duration;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::StatusCode;
@@ -13,7 +15,9 @@ use tollgate::auth::KeyAlg;
 use tollgate::auth::keydir::KeyDir;
 use tollgate::time::{UnixMillis, UnixSeconds};
 
-use crate::helpers::{Backend, TestApp, TestResponse, claims_of, private_key_pem};
+use crate::helpers::{
+    Backend, PASSWORD, TestApp, TestResponse, Tokens, claims_of, header_of, private_key_pem,
+};
 use crate::on_both_backends;
 
 /// A gateway, the claims of a genuine token of its user, and its signing key.
@@ -302,7 +306,7 @@ async fn a_remembered_token_still_expires_to_the_second(backend: Backend) {
         StatusCode::OK,
         "now remembered"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     forger.me(&expiring).await.assert_rejected("expired");
 }
 
@@ -316,7 +320,44 @@ async fn a_remembered_token_of_a_revoked_session_is_refused_at_once(backend: Bac
     forger.me(&forger.genuine).await.assert_rejected("revoked");
 }
 
+async fn a_remembered_token_stops_verifying_once_its_key_is_pruned(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let remembered = app.signed_up("alice").await.access;
+    let unseen = Tokens::from(&app.login("alice", PASSWORD).await).access;
+    assert_eq!(app.me(&remembered).await.status, StatusCode::OK);
+    let kid = header_of(&remembered)["kid"].as_str().unwrap().to_string();
+
+    // Two rotations retire the tokens' key and its successor; the gateway
+    // records the retirements.
+    let keys = KeyDir::open(app.deployment.keys_dir()).unwrap();
+    let rotated_at = UnixMillis::now();
+    keys.rotate(None, rotated_at).unwrap();
+    keys.rotate(None, rotated_at).unwrap();
+    app.app.keys.reload().await.unwrap();
+    assert_eq!(app.me(&remembered).await.status, StatusCode::OK);
+
+    // Pruned as `tollgate keys prune` prunes once no unexpired token can
+    // carry the keys (an hour on: the clock is passed in), from the
+    // directory and from the database; then picked up.
+    let an_hour_on = rotated_at.plus(Duration::from_secs(3600));
+    let pruned = keys.prune(an_hour_on, app.app.config.access_ttl).unwrap();
+    assert!(pruned.contains(&kid), "{pruned:?}");
+    app.app
+        .store
+        .delete_recorded_keys(
+            rotated_at.plus(Duration::from_millis(1)),
+            tollgate::auth::keyset::HELD_SLACK,
+        )
+        .await
+        .unwrap();
+    app.app.keys.reload().await.unwrap();
+
+    app.me(&remembered).await.assert_rejected("unknown_kid");
+    app.me(&unseen).await.assert_rejected("unknown_kid");
+}
+
 on_both_backends!(
+    a_remembered_token_stops_verifying_once_its_key_is_pruned,
     a_tampered_copy_of_a_remembered_token_is_still_refused,
     a_remembered_token_still_expires_to_the_second,
     a_remembered_token_of_a_revoked_session_is_refused_at_once,
