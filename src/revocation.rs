@@ -6,6 +6,12 @@
 //! the database clock. Entries expire after the longest an access token can
 //! live, after which the token's own `exp` refuses it. With the database
 //! unreachable the set keeps what it has and signed tokens keep working.
+//!
+//! Beside the set, and apart from it, [`feed`] keeps the same revocations in
+//! order of time for `/.well-known/revoked-sessions`: upstreams that verify
+//! tokens themselves poll it instead of the database.
+
+mod feed;
 
 use std::sync::Weak;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -14,6 +20,8 @@ use std::time::Duration;
 use foldhash::fast::RandomState;
 use moka::sync::Cache;
 
+use self::feed::RevocationLog;
+pub use self::feed::{FeedCursor, FeedPage, InvalidCursor};
 use crate::domain::SessionId;
 use crate::store::{Store, StoreResult};
 use crate::time::UnixMillis;
@@ -28,6 +36,8 @@ pub struct Revocations {
     revoked: Cache<SessionId, (), RandomState>,
     /// Poll from here (database clock, unix ms).
     cursor: AtomicI64,
+    /// The same revocations in order of time, for the feed.
+    log: RevocationLog,
 }
 
 impl Revocations {
@@ -41,6 +51,7 @@ impl Revocations {
                 .time_to_live(token_lifetime)
                 .build_with_hasher(RandomState::default()),
             cursor: AtomicI64::new(since.get()),
+            log: RevocationLog::new(token_lifetime, since),
         }
     }
 
@@ -50,6 +61,7 @@ impl Revocations {
 
     pub fn insert(&self, session: &SessionId) {
         self.revoked.insert(session.clone(), ());
+        self.log.record_local(session, UnixMillis::now());
     }
 
     pub fn insert_all(&self, sessions: &[SessionId]) {
@@ -65,14 +77,21 @@ impl Revocations {
         let newest = revoked.iter().map(|(_, at)| *at).max();
         for (session, _) in &revoked {
             if !self.revoked.contains_key(session) {
-                self.insert(session);
+                self.revoked.insert(session.clone(), ());
             }
         }
+        self.log.record_polled(&revoked, UnixMillis::now());
         if let Some(newest) = newest {
             self.cursor
                 .fetch_max(newest.minus(OVERLAP).get(), Ordering::Relaxed);
         }
         Ok(revoked.len())
+    }
+
+    /// The feed from `since`, or all revocations whose sessions can still
+    /// have unexpired access tokens: never a database call.
+    pub fn feed(&self, since: Option<FeedCursor>) -> FeedPage {
+        self.log.read(since, UnixMillis::now())
     }
 
     /// Polls every [`POLL_INTERVAL`] until the owner is dropped.

@@ -51,6 +51,7 @@ pub enum Route {
     Verify(VerifyTarget),
     Jwks,
     OpenIdConfiguration,
+    RevokedSessions,
     Health,
     HealthDetailed,
     Metrics,
@@ -74,6 +75,7 @@ impl Route {
             "/api/auth/verify" => Route::Verify(VerifyTarget::Fixed),
             "/.well-known/jwks.json" => Route::Jwks,
             "/.well-known/openid-configuration" => Route::OpenIdConfiguration,
+            "/.well-known/revoked-sessions" => Route::RevokedSessions,
             "/health" => Route::Health,
             "/health/detailed" => Route::HealthDetailed,
             "/metrics" => Route::Metrics,
@@ -104,7 +106,7 @@ impl Route {
             | Route::Password => "auth",
             // Its own group: an ingress asks on every request it serves.
             Route::Verify(_) => "verify",
-            Route::Jwks | Route::OpenIdConfiguration => "wellknown",
+            Route::Jwks | Route::OpenIdConfiguration | Route::RevokedSessions => "wellknown",
             Route::Health | Route::HealthDetailed => "health",
             Route::Metrics => "metrics",
             Route::DebugSession => "debug",
@@ -143,6 +145,7 @@ impl Route {
             | Route::Sessions
             | Route::Jwks
             | Route::OpenIdConfiguration
+            | Route::RevokedSessions
             | Route::Health
             | Route::HealthDetailed
             | Route::Metrics
@@ -206,6 +209,7 @@ pub async fn answer(
         Route::Verify(target) => Ok(verify::verify(app, ctx, request, target).await),
         Route::Jwks => Ok(wellknown::jwks(app)),
         Route::OpenIdConfiguration => Ok(wellknown::openid_configuration(app, ctx, &request)),
+        Route::RevokedSessions => wellknown::revoked_sessions(app, &request),
         Route::Health => Ok(health::health()),
         Route::HealthDetailed => Ok(health::detailed(app).await),
         Route::Metrics => Ok(health::metrics(app)),

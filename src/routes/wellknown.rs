@@ -1,5 +1,5 @@
-//! `/.well-known/…`: the public keys and OpenID discovery, for upstreams that
-//! validate tokens themselves.
+//! `/.well-known/…`: the public keys, OpenID discovery and the revocation
+//! feed, for upstreams that validate tokens themselves.
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
@@ -8,7 +8,9 @@ use serde::Serialize;
 use super::Request;
 use crate::app::App;
 use crate::body::{Body, full, json};
+use crate::error::ApiError;
 use crate::pipeline::RequestContext;
+use crate::revocation::FeedCursor;
 
 /// Verifiers may cache the key set this long; a rotation publishes the next
 /// key well before it signs, so caching never hides a signing key.
@@ -54,6 +56,70 @@ pub fn openid_configuration(app: &App, ctx: &RequestContext, request: &Request) 
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static(cache));
     response
+}
+
+/// An upstream polling every 2 s and a cache keeping an answer this long
+/// still refuse a revoked session's tokens within the 5 s the gateway's own
+/// instances keep (one poll of the database, one of the feed, this).
+const FEED_MAX_AGE: &str = "public, max-age=1";
+
+#[derive(Serialize)]
+struct Feed {
+    revoked: Vec<RevokedSession>,
+    cursor: String,
+}
+
+#[derive(Serialize)]
+struct RevokedSession {
+    sid: String,
+    revoked_at: String,
+}
+
+/// `/.well-known/revoked-sessions[?since=CURSOR]`, from what this instance
+/// already polls: never a database call.
+pub fn revoked_sessions(app: &App, request: &Request) -> Result<Response<Body>, ApiError> {
+    let since = since_cursor(request.uri().query())?;
+    let page = app.revocations.feed(since);
+    let mut response = json(
+        StatusCode::OK,
+        &Feed {
+            revoked: page
+                .revoked
+                .into_iter()
+                .map(|(session, at)| RevokedSession {
+                    sid: session.as_str().to_string(),
+                    revoked_at: at.rfc3339(),
+                })
+                .collect(),
+            cursor: page.cursor.encode(),
+        },
+    );
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static(FEED_MAX_AGE));
+    Ok(response)
+}
+
+/// `since=CURSOR`, the only parameter; any other is refused so that a typo
+/// does not silently read the whole window.
+fn since_cursor(query: Option<&str>) -> Result<Option<FeedCursor>, ApiError> {
+    let mut since = None;
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match name.as_ref() {
+            "since" if since.is_none() => {
+                since = Some(
+                    FeedCursor::parse(&value)
+                        .map_err(|error| ApiError::InvalidRequest(error.to_string()))?,
+                );
+            }
+            _ => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "unexpected query parameter `{name}` (the feed takes one since=CURSOR)"
+                )));
+            }
+        }
+    }
+    Ok(since)
 }
 
 /// Where clients reach the gateway, when the configuration says:
