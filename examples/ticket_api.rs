@@ -3,11 +3,13 @@
 //!
 //! It fetches the gateway's JWKS, caches it, and re-fetches it (at most once a
 //! second) when a token names a key it does not know: a key rotation needs no
-//! restart. Tickets live in memory.
+//! restart. It polls the gateway's revocation feed every 2 seconds and
+//! refuses the tokens of revoked sessions, so a logout reaches it as quickly
+//! as it reaches the gateway. Tickets live in memory.
 //!
 //! ```sh
 //! cargo run --example ticket_api -- --listen 127.0.0.1:3000 \
-//!     --jwks-url http://127.0.0.1:8080/.well-known/jwks.json
+//!     --gateway-url http://127.0.0.1:8080
 //! ```
 //!
 //! - `GET /api/tickets`: the tickets, newest last.
@@ -38,19 +40,26 @@ use tokio::net::TcpListener;
 struct Args {
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
-    /// The gateway's JWKS.
-    #[arg(long, default_value = "http://127.0.0.1:8080/.well-known/jwks.json")]
-    jwks_url: String,
+    /// Where this API reaches the gateway: its JWKS and revocation feed.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    gateway_url: String,
     #[arg(long, default_value = "tollgate")]
     issuer: String,
     #[arg(long, default_value = "tollgate")]
     audience: String,
 }
 
+/// How often the revocation feed is read.
+const REVOCATION_POLL: Duration = Duration::from_secs(2);
+/// A revoked session is remembered this long: longer than any access token of
+/// it can live (the gateway's default lifetime is 15 minutes).
+const REMEMBER_REVOKED: Duration = Duration::from_secs(24 * 3600);
+
 /// The claims this API uses; the gateway's tokens carry more.
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    sid: String,
     preferred_username: String,
 }
 
@@ -67,10 +76,24 @@ struct KeyCache {
     fetched_at: Option<Instant>,
 }
 
+/// One answer of the gateway's revocation feed.
+#[derive(Deserialize)]
+struct RevocationFeed {
+    revoked: Vec<RevokedSession>,
+    cursor: String,
+}
+
+#[derive(Deserialize)]
+struct RevokedSession {
+    sid: String,
+}
+
 struct TicketApi {
     args: Args,
     client: Client<HttpConnector, Empty<Bytes>>,
     keys: Mutex<KeyCache>,
+    /// Revoked session ids, and when this API learned of each.
+    revoked: Mutex<HashMap<String, Instant>>,
     tickets: Mutex<Vec<Ticket>>,
 }
 
@@ -105,9 +128,68 @@ impl TicketApi {
         validation.set_audience(&[&self.args.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
-        jsonwebtoken::decode::<Claims>(token, &key, &validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map(|data| data.claims)
-            .map_err(|e| format!("invalid token: {e}"))
+            .map_err(|e| format!("invalid token: {e}"))?;
+        if self.revoked.lock().unwrap().contains_key(&claims.sid) {
+            return Err("the token's session was revoked".into());
+        }
+        Ok(claims)
+    }
+
+    /// A GET to the gateway; the body of a 200.
+    async fn fetch(&self, path_and_query: &str) -> Result<Bytes, String> {
+        let url = format!(
+            "{}{path_and_query}",
+            self.args.gateway_url.trim_end_matches('/')
+        );
+        let uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+        let response = self
+            .client
+            .get(uri)
+            .await
+            .map_err(|e| format!("cannot reach {url}: {e}"))?;
+        if response.status() != StatusCode::OK {
+            return Err(format!("{url} answered {}", response.status()));
+        }
+        Ok(response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes())
+    }
+
+    /// Reads the revocation feed from `cursor`; the cursor to read on from.
+    async fn read_revocations(&self, cursor: Option<&str>) -> Result<String, String> {
+        let path = match cursor {
+            // Cursors are URL-safe base64.
+            Some(cursor) => format!("/.well-known/revoked-sessions?since={cursor}"),
+            None => "/.well-known/revoked-sessions".to_string(),
+        };
+        let feed: RevocationFeed = serde_json::from_slice(&self.fetch(&path).await?)
+            .map_err(|e| format!("bad revocation feed: {e}"))?;
+        let now = Instant::now();
+        let mut revoked = self.revoked.lock().unwrap();
+        for session in feed.revoked {
+            revoked.entry(session.sid).or_insert(now);
+        }
+        revoked.retain(|_, learned| learned.elapsed() < REMEMBER_REVOKED);
+        Ok(feed.cursor)
+    }
+
+    /// Polls the revocation feed every [`REVOCATION_POLL`], forever. With the
+    /// gateway unreachable, the revocations already known stay refused.
+    async fn poll_revocations(self: Arc<Self>, mut cursor: Option<String>) {
+        let mut interval = tokio::time::interval(REVOCATION_POLL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            match self.read_revocations(cursor.as_deref()).await {
+                Ok(next) => cursor = Some(next),
+                Err(why) => eprintln!("revocation feed: {why}; keeping the known revocations"),
+            }
+        }
     }
 
     fn key(&self, kid: &str) -> Option<(jsonwebtoken::Algorithm, DecodingKey)> {
@@ -124,22 +206,7 @@ impl TicketApi {
                 return Ok(());
             }
         }
-        let uri = self
-            .args
-            .jwks_url
-            .parse()
-            .map_err(|e| format!("bad JWKS URL: {e}"))?;
-        let response = self
-            .client
-            .get(uri)
-            .await
-            .map_err(|e| format!("cannot fetch the JWKS: {e}"))?;
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let body = self.fetch("/.well-known/jwks.json").await?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("bad JWKS: {e}"))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
@@ -221,11 +288,6 @@ fn reply(status: StatusCode, body: serde_json::Value) -> ApiResponse {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let listener = TcpListener::bind(args.listen).await?;
-    println!(
-        "ticket API on http://{} (keys from {})",
-        listener.local_addr()?,
-        args.jwks_url
-    );
     let api = Arc::new(TicketApi {
         args,
         client: Client::builder(TokioExecutor::new()).build_http(),
@@ -233,8 +295,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             keys: HashMap::new(),
             fetched_at: None,
         }),
+        revoked: Mutex::new(HashMap::new()),
         tickets: Mutex::new(Vec::new()),
     });
+    // Everything revoked that can still matter, before the first request.
+    let cursor = match api.read_revocations(None).await {
+        Ok(cursor) => Some(cursor),
+        Err(why) => {
+            eprintln!("revocation feed: {why}; starting without it");
+            None
+        }
+    };
+    tokio::spawn(api.clone().poll_revocations(cursor));
+    // The first line says where it listens (tests start it on port 0).
+    println!(
+        "ticket API on http://{} (gateway {})",
+        listener.local_addr()?,
+        api.args.gateway_url
+    );
     loop {
         let (stream, _) = listener.accept().await?;
         let api = api.clone();

@@ -154,6 +154,13 @@ async fn check_outage(link_state: LinkState) {
         "forward-auth never reads the database"
     );
     assert!(took < Duration::from_secs(1), "{took:?}");
+    let (took, feed) = timed(app.get("/.well-known/revoked-sessions")).await;
+    assert_eq!(
+        feed.status,
+        StatusCode::OK,
+        "the feed never reads the database"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
     assert_eq!(
         app.send(Method::GET, "/health", &[], None).await.status,
         StatusCode::OK
