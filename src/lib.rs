@@ -18,7 +18,9 @@
 //! HTTP-facing error. [`cli`] turns flags and environment into one typed
 //! [`config::Config`]; [`commands`] runs each command of the command line
 //! (the probe among them). [`domain`] and [`time`] are the types that say
-//! what a value is and in which unit.
+//! what a value is and in which unit. [`logging`] writes the log lines, each
+//! carrying its request's span fields; [`otel`] exports the request spans
+//! (with their store and upstream child spans) when `--otlp-endpoint` is set.
 
 pub mod app;
 pub mod auth;
@@ -32,6 +34,7 @@ pub mod domain;
 pub mod error;
 pub mod logging;
 pub mod metrics;
+pub mod otel;
 pub mod paths;
 pub mod pipeline;
 pub mod proxy;

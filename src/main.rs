@@ -51,10 +51,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Held until exit: dropping it flushes the log lines still queued.
-    let _log_writer =
-        tollgate::logging::init(config.log_format, if serving { "info" } else { "warn" });
-
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,7 +61,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(tollgate::commands::run(command, rotate_key, config)) {
+    // Only `serve` answers requests, so only it has spans to export.
+    let otlp_endpoint = config.otlp_endpoint.as_ref().filter(|_| serving);
+    let level = if serving { "info" } else { "warn" };
+    let logging =
+        match tollgate::logging::init(config.log_format, level, otlp_endpoint, runtime.handle()) {
+            Ok(logging) => logging,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let outcome = runtime.block_on(tollgate::commands::run(command, rotate_key, config));
+    // The last spans go out on the runtime, which still runs here.
+    logging.shutdown();
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -31,7 +31,9 @@ use crate::auth::{CredentialSource, Identity, credentials};
 use crate::body::Body;
 use crate::browser::RequestFacts;
 use crate::client_addr::ClientInfo;
+use crate::domain::UserId;
 use crate::error::ApiError;
+use crate::otel::{self, TraceHeaders};
 use crate::paths;
 use crate::proxy::{Forwarding, UpstreamRoute};
 use crate::routes::{self, Request, Route};
@@ -75,24 +77,14 @@ pub async fn handle(
         client: app.client_addressing.client_info(peer, request.headers()),
         listener,
     };
-    let request_id = request
-        .headers()
-        .get(routes::X_REQUEST_ID)
-        .and_then(|id| id.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        method = %request.method(),
-        route = field::Empty,
-        client = %ctx.client.address,
-        user_id = field::Empty,
-    );
+    let span = request_span(request.method(), request.headers(), &ctx.client);
+    let exporting = app.config.otlp_endpoint.is_some();
+    if exporting && ctx.client.peer_is_trusted {
+        otel::continue_trace(&span, request.headers());
+    }
     async move {
         app.client_addressing
             .warn_if_untrusted_proxy(&ctx.client, request.headers());
-        let method = request.method().clone();
         // The path only: a query string may carry anything.
         let path = request.uri().path().to_string();
         let origin = request.headers().get(ORIGIN).cloned();
@@ -102,12 +94,14 @@ pub async fn handle(
         let status = response.status().as_u16();
         app.metrics.request(route, status);
         tracing::info!(
-            %method,
             path,
             status,
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             "request"
         );
+        if exporting {
+            otel::record_status(&tracing::Span::current(), status);
+        }
         response
     }
     .instrument(span)
@@ -122,6 +116,24 @@ pub fn error_response(app: &App, error: ApiError) -> Response<Body> {
         app.metrics.auth_failure(reason);
     }
     error.into_response()
+}
+
+/// The request's span: every line logged while serving it carries these
+/// fields (the method is the span's, not the access line's, so that a JSON
+/// line never holds one key twice).
+pub fn request_span(method: &Method, headers: &HeaderMap, client: &ClientInfo) -> tracing::Span {
+    let request_id = headers
+        .get(routes::X_REQUEST_ID)
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        otel::REQUEST_SPAN,
+        request_id,
+        %method,
+        route = field::Empty,
+        client = %client.address,
+        user_id = field::Empty,
+    )
 }
 
 /// Routes one request; the metrics label of where it went, and the answer.
@@ -200,7 +212,13 @@ pub async fn authenticate(
 
 /// Records the user in the request's span, for every line after this.
 pub fn note_user(identity: &Identity) {
-    tracing::Span::current().record("user_id", field::display(&identity.claims.sub));
+    note_user_id(&identity.claims.sub);
+}
+
+/// Records the user in the request's span, for every line after this. Once
+/// per request: a text log line would show a second record twice.
+pub fn note_user_id(user: &UserId) {
+    tracing::Span::current().record("user_id", field::display(user));
 }
 
 pub fn changes_state(method: &Method) -> bool {
@@ -263,15 +281,23 @@ async fn forward(
                 .check_cookie_origin(&ctx.facts(&parts.uri, &parts.headers))?;
         }
     }
-    app.proxy
-        .forward(
-            http::Request::from_parts(parts, body),
-            Forwarding {
-                route: &route,
-                path,
-                identity: identity.as_ref(),
-                client: &ctx.client,
-            },
-        )
-        .await
+    let exporting = app.config.otlp_endpoint.is_some();
+    async {
+        app.proxy
+            .forward(
+                http::Request::from_parts(parts, body),
+                Forwarding {
+                    route: &route,
+                    path,
+                    identity: identity.as_ref(),
+                    client: &ctx.client,
+                    trace: exporting.then(TraceHeaders::of_current_span),
+                },
+            )
+            .await
+    }
+    // Debug level: it costs nothing unless the spans are exported (or
+    // RUST_LOG asks for it).
+    .instrument(tracing::debug_span!("upstream", upstream = %route.prefix))
+    .await
 }

@@ -4,7 +4,7 @@
 //! headers added after; then everything only the gateway may say (client
 //! `X-Auth-*` in any spelling, the gateway's cookies, URL and method
 //! overrides, forwarding headers from untrusted peers); then the identity,
-//! the bearer token and the `X-Forwarded-*` headers.
+//! the bearer token, the `X-Forwarded-*` headers and the trace context.
 
 use http::header::{
     AUTHORIZATION, CONNECTION, COOKIE, EXPECT, FORWARDED, HOST, PROXY_AUTHENTICATE,
@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::auth::Identity;
 use crate::auth::credentials::is_bearer_scheme;
 use crate::client_addr::ClientInfo;
+use crate::otel::{TRACEPARENT, TRACESTATE, TraceHeaders};
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) and the ones a proxy must not pass on.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -53,6 +54,8 @@ pub struct Forwarded<'a> {
     /// Kept for a WebSocket handshake: `Upgrade: websocket` and the
     /// `Connection: upgrade` that goes with it.
     pub upgrade: Option<HeaderValue>,
+    /// The gateway's W3C trace context, when spans are exported.
+    pub trace: Option<&'a TraceHeaders>,
 }
 
 /// Applies the rules to the headers of a request about to be forwarded.
@@ -69,13 +72,16 @@ pub fn prepare_request(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
         headers.remove(name);
     }
     if !forwarded.client.peer_is_trusted {
-        // Only a trusted proxy may speak for the client.
+        // Only a trusted proxy may speak for the client, or name the trace
+        // the request belongs to.
         for name in [
             FORWARDED,
             X_REAL_IP,
             X_FORWARDED_FOR,
             X_FORWARDED_PROTO,
             X_FORWARDED_HOST,
+            TRACEPARENT,
+            TRACESTATE,
         ] {
             headers.remove(name);
         }
@@ -113,6 +119,9 @@ pub fn prepare_request(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
     }
     if let Some(request_id) = request_id {
         headers.insert(X_REQUEST_ID, request_id);
+    }
+    if let Some(trace) = forwarded.trace {
+        trace.apply(headers);
     }
     if let Some(upgrade) = &forwarded.upgrade {
         headers.insert(UPGRADE, upgrade.clone());

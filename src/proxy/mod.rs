@@ -25,6 +25,7 @@ use crate::client_addr::ClientInfo;
 use crate::config::RouteConfig;
 use crate::domain::Role;
 use crate::error::ApiError;
+use crate::otel::TraceHeaders;
 use headers::Forwarded;
 use upstream::{Upstream, describe};
 
@@ -77,6 +78,8 @@ pub struct Forwarding<'a> {
     pub path: &'a str,
     pub identity: Option<&'a Identity>,
     pub client: &'a ClientInfo,
+    /// The gateway's trace context for the upstream, when spans are exported.
+    pub trace: Option<TraceHeaders>,
 }
 
 impl Proxy {
@@ -175,6 +178,7 @@ impl Proxy {
                 client: forwarding.client,
                 client_host,
                 upgrade: None,
+                trace: forwarding.trace.as_ref(),
             },
         );
         parts.headers.insert(HOST, route.host.clone());

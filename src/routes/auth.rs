@@ -15,7 +15,7 @@ use crate::auth::{CredentialSource, Identity, Rejection};
 use crate::body::{Body, json, no_content};
 use crate::domain::{Email, Password, Roles, Secret, SessionId, UserId, Username};
 use crate::error::ApiError;
-use crate::pipeline::{RequestContext, authenticate, note_user};
+use crate::pipeline::{RequestContext, authenticate, note_user, note_user_id};
 use crate::store::{NewSession, NewUser, Presented, Rotation, SessionOwner, StoreError, User};
 use crate::time::{UnixMillis, UnixSeconds};
 
@@ -212,8 +212,9 @@ async fn start_session(
         roles: user.roles,
         expires_at,
     };
-    tracing::info!(user_id = %owner.user_id, session_id = %owner.session_id, "session started");
-    token_response(app, &owner, &refresh_token, status, now)
+    let response = token_response(app, &owner, &refresh_token, status, now)?;
+    tracing::info!(session_id = %owner.session_id, "session started");
+    Ok(response)
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {
@@ -228,6 +229,7 @@ fn token_response(
     status: StatusCode,
     now: UnixMillis,
 ) -> Result<Response<Body>, ApiError> {
+    note_user_id(&owner.user_id);
     let issued_at = now.to_seconds();
     let claims = AccessClaims {
         iss: app.config.issuer.clone(),
@@ -261,7 +263,6 @@ fn token_response(
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.append(SET_COOKIE, app.cookies.set_access(&access_token));
     headers.append(SET_COOKIE, app.cookies.set_refresh(refresh_token.expose()));
-    tracing::Span::current().record("user_id", tracing::field::display(&claims.sub));
     Ok(response)
 }
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tracing::instrument;
+
 use super::{Store, StoreResult};
 use crate::time::UnixMillis;
 
@@ -19,6 +21,7 @@ pub struct RecordedKey {
 impl Store {
     /// Records this instance's keys, or updates their retirement, and marks
     /// them seen at `now`.
+    #[instrument(level = "debug", skip_all)]
     pub async fn record_keys(&self, keys: &[RecordedKey], now: UnixMillis) -> StoreResult<()> {
         self.bounded(async {
             let mut tx = self.begin_write().await?;
@@ -49,6 +52,7 @@ impl Store {
     /// ended at or after `live_since`. A key's signing ended when it was
     /// retired or, if no instance holds it any more (its keys directory was
     /// lost), `held_slack_ms` after it was last seen.
+    #[instrument(level = "debug", skip_all)]
     pub async fn recorded_keys(
         &self,
         live_since: UnixMillis,
@@ -69,6 +73,7 @@ impl Store {
 
     /// Forgets recorded keys whose signing ended before `live_since` (see
     /// [`Store::recorded_keys`]): no unexpired token can carry them.
+    #[instrument(level = "debug", skip_all)]
     pub async fn delete_recorded_keys(
         &self,
         live_since: UnixMillis,

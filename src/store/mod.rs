@@ -4,6 +4,10 @@
 //!
 //! Every operation is bounded in time: a database that stops answering makes
 //! callers fail with [`StoreError::Unavailable`] instead of hanging.
+//!
+//! Every operation is a debug-level span, so an exported trace shows a
+//! request's database calls. Their arguments are never recorded: some are
+//! token and password hashes.
 
 mod backend;
 mod keys;
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, Transaction};
 use sqlx::{AnyConnection, AnyPool};
+use tracing::instrument;
 
 use crate::time::UnixMillis;
 
@@ -125,6 +130,7 @@ impl Store {
     }
 
     /// One round trip to the database; how long it took.
+    #[instrument(level = "debug", skip_all)]
     pub async fn ping(&self) -> StoreResult<Duration> {
         self.bounded(async {
             let started = Instant::now();

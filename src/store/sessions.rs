@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use sqlx::AnyConnection;
+use tracing::instrument;
 
 use super::{Store, StoreResult, WriteTx};
 use crate::domain::{Roles, SessionId, UserId, Username};
@@ -91,6 +92,7 @@ struct Spent {
 impl Store {
     /// Records a new session and its first refresh token, and the user's
     /// last login.
+    #[instrument(level = "debug", skip_all)]
     pub async fn start_session(&self, new: NewSession<'_>) -> StoreResult<SessionId> {
         self.bounded(async {
             let id = SessionId::new_random();
@@ -125,6 +127,7 @@ impl Store {
     /// outcome: the first records the successor, the others (within the
     /// grace) get that same successor back, and a session never has two live
     /// refresh tokens.
+    #[instrument(level = "debug", skip_all)]
     pub async fn rotate_refresh_token(&self, presented: Presented<'_>) -> StoreResult<Rotation> {
         self.bounded(async {
             let mut tx = self.begin_write().await?;
@@ -202,6 +205,7 @@ impl Store {
     }
 
     /// The session a refresh token belongs to, spent or not.
+    #[instrument(level = "debug", skip_all)]
     pub async fn session_of_refresh_token(&self, hash: &str) -> StoreResult<Option<SessionId>> {
         self.bounded(async {
             Ok(
@@ -216,6 +220,7 @@ impl Store {
 
     /// The owner of a session, if it is live (not revoked, not expired, user
     /// not disabled).
+    #[instrument(level = "debug", skip_all)]
     pub async fn live_session(
         &self,
         id: &SessionId,
@@ -229,6 +234,7 @@ impl Store {
     }
 
     /// Revokes one session; false when it was already revoked or unknown.
+    #[instrument(level = "debug", skip_all)]
     pub async fn revoke_session(&self, id: &SessionId) -> StoreResult<bool> {
         self.bounded(async {
             let mut tx = self.begin_write().await?;
@@ -240,6 +246,7 @@ impl Store {
     }
 
     /// Revokes every live session of a user but `keep`; returns their ids.
+    #[instrument(level = "debug", skip_all)]
     pub async fn revoke_user_sessions(
         &self,
         user: &UserId,
@@ -255,6 +262,7 @@ impl Store {
     }
 
     /// The user's sessions that are neither revoked nor expired, newest first.
+    #[instrument(level = "debug", skip_all)]
     pub async fn active_sessions(
         &self,
         user: &UserId,
@@ -275,6 +283,7 @@ impl Store {
     }
 
     /// Which user a session belongs to, whatever its state.
+    #[instrument(level = "debug", skip_all)]
     pub async fn session_user(&self, id: &SessionId) -> StoreResult<Option<UserId>> {
         self.bounded(async {
             Ok(
@@ -289,6 +298,7 @@ impl Store {
 
     /// Sessions revoked at or after `since` (database clock), with when they
     /// were revoked.
+    #[instrument(level = "debug", skip_all)]
     pub async fn revoked_since(
         &self,
         since: UnixMillis,
@@ -307,6 +317,7 @@ impl Store {
     /// Deletes sessions (and, by cascade, their refresh tokens) that can no
     /// longer matter: expired before `now`, or revoked before
     /// `revoked_before`. Returns how many went.
+    #[instrument(level = "debug", skip_all)]
     pub async fn delete_finished_sessions(
         &self,
         now: UnixMillis,

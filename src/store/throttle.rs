@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use tracing::instrument;
+
 use super::{Store, StoreResult, WriteTx};
 use crate::time::UnixMillis;
 
@@ -82,6 +84,7 @@ impl Store {
     /// Counts `charges` in order, in one transaction, and stops at the first
     /// budget that refuses, giving back the reservations charged before it
     /// (the attempts stand).
+    #[instrument(level = "debug", skip_all)]
     pub async fn charge_throttle(&self, charges: &[Charge<'_>]) -> StoreResult<Admission> {
         self.bounded(async {
             let mut tx = self.begin_write().await?;
@@ -116,6 +119,7 @@ impl Store {
     }
 
     /// Ends held reservations, in one transaction.
+    #[instrument(level = "debug", skip_all)]
     pub async fn settle_throttle(&self, ends: &[(Held, Settlement)]) -> StoreResult<()> {
         self.bounded(async {
             let mut tx = self.begin_write().await?;
@@ -131,6 +135,7 @@ impl Store {
     /// Deletes the counters whose window opened more than `older_than` ago
     /// (database clock): the longest window, and they can no longer refuse
     /// anything. Returns how many went.
+    #[instrument(level = "debug", skip_all)]
     pub async fn delete_old_throttle_counters(&self, older_than: Duration) -> StoreResult<u64> {
         self.bounded(async {
             let sql = format!(

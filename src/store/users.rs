@@ -1,6 +1,8 @@
 //! Accounts: usernames and email addresses are unique without regard to
 //! case.
 
+use tracing::instrument;
+
 use super::{Store, StoreError, StoreResult};
 use crate::domain::{Email, Roles, Secret, SessionId, UserId, Username};
 use crate::time::UnixMillis;
@@ -51,6 +53,7 @@ pub struct UserQuery<'a> {
 impl Store {
     /// Creates a user; [`StoreError::Conflict`] when the username (in any
     /// case) is taken, [`StoreError::EmailTaken`] when the email is.
+    #[instrument(level = "debug", skip_all)]
     pub async fn create_user(&self, new: NewUser<'_>) -> StoreResult<User> {
         self.bounded(async {
             let user = User {
@@ -83,6 +86,7 @@ impl Store {
         .await
     }
 
+    #[instrument(level = "debug", skip_all)]
     pub async fn user_by_username(&self, username: &Username) -> StoreResult<Option<User>> {
         self.bounded(async {
             let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username_key = $1");
@@ -94,6 +98,7 @@ impl Store {
         .await
     }
 
+    #[instrument(level = "debug", skip_all)]
     pub async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
         self.bounded(async {
             let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email_key = $1");
@@ -105,6 +110,7 @@ impl Store {
         .await
     }
 
+    #[instrument(level = "debug", skip_all)]
     pub async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>> {
         self.bounded(async {
             let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
@@ -116,6 +122,7 @@ impl Store {
         .await
     }
 
+    #[instrument(level = "debug", skip_all)]
     pub async fn list_users(&self) -> StoreResult<Vec<User>> {
         self.bounded(async {
             let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username_key");
@@ -126,6 +133,7 @@ impl Store {
 
     /// One page of users in username order, optionally only those whose
     /// username or email contains a text.
+    #[instrument(level = "debug", skip_all)]
     pub async fn search_users(&self, query: UserQuery<'_>) -> StoreResult<Vec<User>> {
         self.bounded(async {
             let pattern = query
@@ -149,6 +157,7 @@ impl Store {
 
     /// Records (or with `None`, forgets) a user's email address;
     /// [`StoreError::EmailTaken`] when another user has it.
+    #[instrument(level = "debug", skip_all)]
     pub async fn set_email(&self, id: &UserId, email: Option<&Email>) -> StoreResult<()> {
         self.bounded(async {
             sqlx::query("UPDATE users SET email = $1, email_key = $2 WHERE id = $3")
@@ -164,6 +173,7 @@ impl Store {
 
     /// Stores a re-hash of the same password (new argon2 parameters); the
     /// user's sessions are untouched.
+    #[instrument(level = "debug", skip_all)]
     pub async fn update_password_hash(&self, id: &UserId, password_hash: &str) -> StoreResult<()> {
         self.bounded(async {
             sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
@@ -178,6 +188,7 @@ impl Store {
 
     /// Sets a new password and revokes the user's sessions, all but `keep`,
     /// in one transaction. Returns the revoked session ids.
+    #[instrument(level = "debug", skip_all)]
     pub async fn change_password(
         &self,
         id: &UserId,
@@ -203,6 +214,7 @@ impl Store {
 
     /// Disables or enables a user. Disabling revokes every session of theirs;
     /// returns the revoked session ids.
+    #[instrument(level = "debug", skip_all)]
     pub async fn set_disabled(
         &self,
         id: &UserId,

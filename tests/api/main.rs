@@ -12,6 +12,7 @@ mod browser;
 mod example;
 mod faults;
 mod forward_auth;
+mod observability;
 mod operations;
 mod pool;
 mod probe;
