@@ -83,7 +83,7 @@ fn authenticated_requests(c: &mut Criterion) {
             .generate_if_empty(KeyAlg::EdDSA, UnixMillis::now())
             .unwrap();
         let lifetime = Duration::from_secs(930);
-        let keys = Arc::new(Keys::load(key_dir, store, lifetime).await.unwrap());
+        let keys = Arc::new(Keys::load(key_dir.into(), store, lifetime).await.unwrap());
         let token = tokens::issue(&keys.current(), &claims(UnixSeconds::now())).unwrap();
         let revocations = Arc::new(Revocations::new(lifetime));
         (

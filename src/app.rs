@@ -4,17 +4,19 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use crate::auth::Authenticator;
 use crate::auth::cookies::CookiePolicy;
-use crate::auth::keydir::{KeyAlg, KeyDir};
+use crate::auth::keydb::DatabaseKeys;
+use crate::auth::keydir::KeyDir;
 use crate::auth::keyset::{KEY_HEARTBEAT_INTERVAL, Keys};
+use crate::auth::keystore::{KeyAlg, KeyStore};
 use crate::auth::password::Passwords;
 use crate::auth::tokens::{Expectations, LEEWAY};
 use crate::browser::BrowserRules;
 use crate::client_addr::ClientAddressing;
-use crate::config::Config;
+use crate::config::{Config, KeyStoreConfig};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::revocation::Revocations;
@@ -26,7 +28,7 @@ use crate::time::UnixMillis;
 const SESSION_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often login throttle counters whose window has passed are deleted.
 const THROTTLE_CLEANUP_INTERVAL: Duration = Duration::from_secs(15 * 60);
-/// How often the keys directory is checked for a rotation.
+/// How often the key store is checked for a rotation.
 const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct App {
@@ -46,25 +48,34 @@ pub struct App {
 }
 
 impl App {
-    /// Connects and migrates the database, loads (or on an empty directory
+    /// Connects and migrates the database, loads (or on an empty key store
     /// generates) the signing keys, and starts the background tasks, which
     /// stop when the returned `App` is dropped.
     pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         let store = Store::connect(&config.database_url).await?;
         store.migrate().await?;
 
-        let key_dir = KeyDir::open(&config.keys_dir)?;
-        if key_dir.generate_if_empty(KeyAlg::EdDSA, UnixMillis::now())? {
-            tracing::warn!(
-                keys_dir = %config.keys_dir.display(),
-                "generated a signing key just now: keep the keys directory on persistent \
-                 storage, or every restart starts new keys"
-            );
+        let key_store = open_key_store(&config, Some(&store))?;
+        if key_store
+            .generate_if_empty(KeyAlg::EdDSA, UnixMillis::now())
+            .await?
+        {
+            match &key_store {
+                KeyStore::Dir(dir) => tracing::warn!(
+                    keys_dir = %dir.path().display(),
+                    "generated a signing key just now: keep the keys directory on persistent \
+                     storage, or every restart starts new keys"
+                ),
+                KeyStore::Database(_) => tracing::info!(
+                    "generated the first signing keys, sealed in the database: every instance \
+                     on this database signs with them"
+                ),
+            }
         }
         let token_lifetime = token_lifetime(&config);
-        key_dir.declare_token_lifetime(token_lifetime)?;
+        key_store.declare_token_lifetime(token_lifetime).await?;
         let keys = Arc::new(
-            Keys::load(key_dir, store.clone(), token_lifetime)
+            Keys::load(key_store, store.clone(), token_lifetime)
                 .await
                 .context("cannot load the signing keys")?,
         );
@@ -130,6 +141,19 @@ impl App {
     }
 }
 
+/// The key store `--key-store` names. The database one works on `store`,
+/// which it then needs; the keys directory is created when missing, and
+/// only when it is the key store.
+pub fn open_key_store(config: &Config, store: Option<&Store>) -> anyhow::Result<KeyStore> {
+    Ok(match (&config.key_store, store) {
+        (KeyStoreConfig::Dir, _) => KeyDir::open(&config.keys_dir)?.into(),
+        (KeyStoreConfig::Database(key), Some(store)) => {
+            DatabaseKeys::new(store.clone(), key.sealing_key()).into()
+        }
+        (KeyStoreConfig::Database(_), None) => bail!("--key-store database needs the database"),
+    })
+}
+
 /// The longest an access token can be accepted: its TTL plus the leeway.
 pub fn token_lifetime(config: &Config) -> Duration {
     config.access_ttl + LEEWAY
@@ -139,19 +163,17 @@ fn spawn_background_tasks(app: Weak<App>) {
     Revocations::spawn_poller(app.clone(), |app: &App| (&app.revocations, &app.store));
     tokio::spawn(delete_finished_sessions(app.clone()));
     tokio::spawn(delete_old_throttle_counters(app.clone()));
-    // A rotation is a new keys record: check for one every couple of seconds,
-    // and re-record the keys as held every minute.
+    // A rotation changes the key store's version (the keys record, or the
+    // database's generation): check for one every couple of seconds, and
+    // re-record the keys as held every minute.
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(KEY_CHECK_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seen = None;
         let mut last_heartbeat = Instant::now();
         loop {
             interval.tick().await;
             let Some(app) = app.upgrade() else { return };
-            let fingerprint = app.keys.dir().fingerprint();
-            let changed = seen.is_some() && seen != Some(fingerprint);
-            seen = Some(fingerprint);
+            let changed = app.keys.changed().await;
             if !changed && last_heartbeat.elapsed() < KEY_HEARTBEAT_INTERVAL {
                 continue;
             }

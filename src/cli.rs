@@ -423,7 +423,9 @@ impl ConfigArgs {
                 KeyStoreConfig::Database(KeyEncryptionKey::parse(&key).map_err(anyhow::Error::msg)?)
             }
             (KeyStoreKind::Database, None) => bail!(
-                "--key-store database needs TOLLGATE_KEY_ENCRYPTION_KEY (or                  TOLLGATE_KEY_ENCRYPTION_KEY_FILE): 32 random bytes, base64                  (`openssl rand -base64 32`)"
+                "--key-store database needs TOLLGATE_KEY_ENCRYPTION_KEY (or \
+                 TOLLGATE_KEY_ENCRYPTION_KEY_FILE): 32 random bytes, base64 \
+                 (`openssl rand -base64 32`)"
             ),
         };
 
@@ -441,7 +443,8 @@ impl ConfigArgs {
         }
         if mail.is_configured() && self.public_url.is_none() {
             bail!(
-                "password-reset mail links to the gateway: set --public-url (e.g.                  https://auth.example.com) with --smtp-url or --mail-webhook"
+                "password-reset mail links to the gateway: set --public-url (e.g. \
+                 https://auth.example.com) with --smtp-url or --mail-webhook"
             );
         }
 

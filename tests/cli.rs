@@ -7,7 +7,7 @@ mod database;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
@@ -103,11 +103,13 @@ struct Key {
     state: String,
 }
 
-/// A deployment as the command line sees it: a database and a keys
-/// directory, passed to every command as flags.
+/// A deployment as the command line sees it: a database and a key store
+/// (a keys directory, or the database with a key-encryption key), passed to
+/// every command as flags and environment.
 struct Operator {
     database: Arc<TestDatabase>,
     keys: tempfile::TempDir,
+    key_encryption_key: Option<String>,
 }
 
 impl Operator {
@@ -115,14 +117,35 @@ impl Operator {
         Operator {
             database: TestDatabase::new(backend).await,
             keys: tempfile::tempdir().unwrap(),
+            key_encryption_key: None,
         }
     }
 
-    fn keys_dir(&self) -> &Path {
-        self.keys.path()
+    /// Keeps the keys in the database, sealed under a key of its own.
+    fn with_keys_in_the_database(self) -> Operator {
+        Operator {
+            key_encryption_key: Some(new_key_encryption_key()),
+            ..self
+        }
     }
 
-    /// `tollgate <args> --database-url … --keys-dir …`
+    /// The same deployment seen with another key-encryption key.
+    fn with_key_encryption_key(&self, key: &str) -> Operator {
+        Operator {
+            database: self.database.clone(),
+            keys: tempfile::tempdir().unwrap(),
+            key_encryption_key: Some(key.to_string()),
+        }
+    }
+
+    /// Where the keys directory is, or would be: the gateway creates it only
+    /// when it keeps the keys there.
+    fn keys_dir(&self) -> PathBuf {
+        self.keys.path().join("keys")
+    }
+
+    /// `tollgate <args> --database-url … --keys-dir …`, with the key store's
+    /// flag and key.
     fn command(&self, args: &[&str]) -> Command {
         let mut command = tollgate();
         command
@@ -131,6 +154,11 @@ impl Operator {
             .arg(&self.database.url)
             .arg("--keys-dir")
             .arg(self.keys_dir());
+        if let Some(key) = &self.key_encryption_key {
+            command
+                .args(["--key-store", "database"])
+                .env("TOLLGATE_KEY_ENCRYPTION_KEY", key);
+        }
         command
     }
 
@@ -189,8 +217,30 @@ impl Operator {
 
     /// Starts `tollgate serve` on port 0 and waits until it serves.
     fn serve(&self) -> Server {
-        let mut child = self
-            .command(&["serve", "--listen", "127.0.0.1:0"])
+        self.serve_with(&[])
+    }
+
+    /// `serve` with `extra` flags.
+    fn serve_with(&self, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend(extra);
+        Server::start(self.command(&args))
+    }
+}
+
+/// `tollgate serve` as a child process.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    /// Its log up to the line saying it serves.
+    log: Vec<String>,
+    lines: Receiver<String>,
+}
+
+impl Server {
+    /// Starts `command` (a `serve`) and waits until it serves.
+    fn start(mut command: Command) -> Server {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -231,20 +281,30 @@ impl Operator {
             lines,
         }
     }
-}
 
-/// `tollgate serve` as a child process.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    /// Its log up to the line saying it serves.
-    log: Vec<String>,
-    lines: Receiver<String>,
-}
-
-impl Server {
     /// One HTTP/1.1 request; the status and body of the answer.
     fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
+        self.request_with(method, path, "", body)
+    }
+
+    /// A GET with `Authorization: Bearer <token>`.
+    fn request_with_token(&self, path: &str, token: &str) -> (u16, String) {
+        self.request_with(
+            "GET",
+            path,
+            &format!("Authorization: Bearer {token}\r\n"),
+            None,
+        )
+    }
+
+    /// A request with `headers` (each line ending in CRLF) added.
+    fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: Option<Value>,
+    ) -> (u16, String) {
         let body = body.map(|body| body.to_string()).unwrap_or_default();
         let mut stream = TcpStream::connect(self.addr).unwrap();
         stream
@@ -253,7 +313,7 @@ impl Server {
         write!(
             stream,
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+             {headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.addr,
             body.len()
         )
@@ -545,7 +605,8 @@ async fn rotation_promotes_the_next_key_and_retires_the_active_one() {
 #[tokio::test]
 async fn configuration_flags_may_come_before_the_command() {
     let operator = Operator::new(Backend::Sqlite).await;
-    let keys_dir = operator.keys_dir().to_str().unwrap();
+    let keys_dir = operator.keys_dir();
+    let keys_dir = keys_dir.to_str().unwrap();
     let database_url = operator.database.url.as_str();
     for args in [
         &["--keys-dir", keys_dir, "keys", "generate"][..],
@@ -865,4 +926,359 @@ async fn token_inspect_tells_a_valid_token_from_a_tampered_or_revoked_one() {
         "{}",
         revoked.stdout
     );
+}
+
+/// 32 random bytes, base64: what `openssl rand -base64 32` makes.
+fn new_key_encryption_key() -> String {
+    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+}
+
+/// The files in `dir`, to show nothing was written there.
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn bad_key_encryption_keys_and_unreadable_secret_files_are_refused_before_anything_is_written() {
+    let sixteen_bytes = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+    let database = ["--key-store", "database"];
+    // Flags, environment, and what the one line must name.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 7] = [
+        (&database, &[], "TOLLGATE_KEY_ENCRYPTION_KEY"),
+        (
+            &database,
+            &[("TOLLGATE_KEY_ENCRYPTION_KEY", "not base64!!")],
+            "TOLLGATE_KEY_ENCRYPTION_KEY: not base64",
+        ),
+        (
+            &database,
+            &[("TOLLGATE_KEY_ENCRYPTION_KEY", &sixteen_bytes)],
+            "TOLLGATE_KEY_ENCRYPTION_KEY: 16 bytes, expected 32",
+        ),
+        (
+            &database,
+            &[("TOLLGATE_KEY_ENCRYPTION_KEY_FILE", "/nonexistent/kek")],
+            "TOLLGATE_KEY_ENCRYPTION_KEY_FILE (/nonexistent/kek)",
+        ),
+        (
+            &[],
+            &[("DATABASE_URL_FILE", "/nonexistent/database-url")],
+            "DATABASE_URL_FILE (/nonexistent/database-url)",
+        ),
+        (
+            &[],
+            &[("TOLLGATE_SMTP_URL_FILE", "/nonexistent/smtp-url")],
+            "TOLLGATE_SMTP_URL_FILE (/nonexistent/smtp-url)",
+        ),
+        // A directory cannot be read as a file.
+        (
+            &database,
+            &[("TOLLGATE_KEY_ENCRYPTION_KEY_FILE", "/")],
+            "TOLLGATE_KEY_ENCRYPTION_KEY_FILE (/)",
+        ),
+    ];
+    for (flags, environment, named) in cases {
+        for command in [&[][..], &["serve"], &["keys", "generate"], &["migrate"]] {
+            // The defaults put the database and the keys directory here.
+            let workdir = tempfile::tempdir().unwrap();
+            let run = Run::of(
+                tollgate()
+                    .current_dir(workdir.path())
+                    .args(command)
+                    .args(flags)
+                    .envs(environment.iter().copied())
+                    .env("RUST_BACKTRACE", "1"),
+                "",
+            );
+            let line = run.failed_in_one_line();
+            assert_eq!(run.status.code(), Some(2), "{command:?} {flags:?}: {line}");
+            assert!(line.contains(named), "{command:?} {flags:?}: {line}");
+            assert_eq!(
+                entries(workdir.path()),
+                Vec::<String>::new(),
+                "{command:?} {flags:?} wrote something"
+            );
+        }
+    }
+}
+
+async fn keys_in_the_database_are_generated_listed_rotated_and_pruned(backend: Backend) {
+    let operator = Operator::new(backend).await.with_keys_in_the_database();
+    let generated = operator.run(&["keys", "generate"]);
+    assert!(
+        generated.succeeded().contains("in the database"),
+        "{}",
+        generated.stdout
+    );
+    let keys = operator.keys();
+    let states: Vec<&str> = keys.iter().map(|key| key.state.as_str()).collect();
+    assert_eq!(states, ["active", "next"]);
+    assert!(
+        operator
+            .run(&["keys", "generate"])
+            .succeeded()
+            .contains("nothing to do")
+    );
+    assert_eq!(operator.keys(), keys);
+
+    let rotated = operator.run(&["--rotate-key"]);
+    assert!(
+        rotated.succeeded().contains("every instance"),
+        "{}",
+        rotated.stdout
+    );
+    let after = operator.keys();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(after[0].kid, keys[0].kid);
+    assert!(after[0].state.starts_with("retired since "), "{after:?}");
+    assert_eq!(after[1].kid, keys[1].kid);
+    assert_eq!(after[1].state, "active");
+    assert_eq!(after[2].state, "next");
+    let pruned = operator.run(&["keys", "prune"]);
+    assert!(
+        pruned.succeeded().contains("pruned 0 key(s)"),
+        "tokens of a key retired just now are live: {}",
+        pruned.stdout
+    );
+
+    // Retired long ago: no live token can carry it any more.
+    let store = operator.store().await;
+    let mut stored = store.sealed_keys().await.unwrap();
+    for key in &mut stored.keys {
+        if key.state == "retired" {
+            key.retired_at = Some(UnixMillis::new(1));
+        }
+    }
+    assert!(
+        store
+            .replace_sealed_keys(stored.generation, stored.token_lifetime_ms, &stored.keys)
+            .await
+            .unwrap()
+    );
+    let pruned = operator.run(&["keys", "prune"]);
+    assert!(
+        pruned
+            .succeeded()
+            .contains(&format!("pruned 1 key(s): {}", keys[0].kid)),
+        "{}",
+        pruned.stdout
+    );
+    let left: Vec<String> = operator.keys().into_iter().map(|key| key.kid).collect();
+    assert_eq!(left, [after[1].kid.clone(), after[2].kid.clone()]);
+    assert!(
+        !operator.keys_dir().exists(),
+        "the keys directory is not even created"
+    );
+}
+
+#[tokio::test]
+async fn keys_in_the_database_are_generated_listed_rotated_and_pruned_on_postgres() {
+    keys_in_the_database_are_generated_listed_rotated_and_pruned(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn keys_in_the_database_are_generated_listed_rotated_and_pruned_on_sqlite() {
+    keys_in_the_database_are_generated_listed_rotated_and_pruned(Backend::Sqlite).await;
+}
+
+/// A login's access token, from a running gateway.
+fn access_token(server: &Server, username: &str) -> String {
+    let (status, body) = server.request(
+        "POST",
+        "/api/auth/login",
+        Some(json!({ "username": username, "password": PASSWORD })),
+    );
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+fn kid_of(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn keys_import_moves_a_keys_directory_into_the_database_with_its_states() {
+    let on_disk = Operator::new(Backend::Postgres).await;
+    on_disk.add_user("alice");
+    on_disk.run(&["keys", "generate"]).succeeded();
+    on_disk.run(&["keys", "rotate"]).succeeded();
+    let mut server = on_disk.serve();
+    let before = access_token(&server, "alice");
+    server.terminate();
+    let keys = on_disk.keys();
+
+    let in_database = on_disk.with_key_encryption_key(&new_key_encryption_key());
+    let missing = in_database.run(&["keys", "import"]);
+    assert!(
+        missing
+            .failed_in_one_line()
+            .contains("there is no keys directory"),
+        "the default is --keys-dir"
+    );
+    assert!(!in_database.keys_dir().exists(), "and it is not created");
+
+    let dir = on_disk.keys_dir();
+    let imported = in_database.run(&["keys", "import", dir.to_str().unwrap()]);
+    assert!(
+        imported.succeeded().contains("imported 3 key(s)"),
+        "{}",
+        imported.stdout
+    );
+    assert_eq!(in_database.keys(), keys, "kids, algorithms and states");
+    assert_eq!(on_disk.keys(), keys, "the directory is left as it was");
+    let again = in_database.run(&["keys", "import", dir.to_str().unwrap()]);
+    assert!(
+        again.succeeded().contains("nothing to do"),
+        "{}",
+        again.stdout
+    );
+
+    // The fleet moves to the database: it signs with the same key, and
+    // tokens from before the move keep working.
+    let server = in_database.serve();
+    let (status, body) = server.request_with_token("/api/auth/me", &before);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(kid_of(&access_token(&server, "alice")), kid_of(&before));
+    let inspected = in_database.run(&["token", "inspect", &before]);
+    assert!(
+        inspected.succeeded().lines().any(|line| line == "valid"),
+        "{}",
+        inspected.stdout
+    );
+    assert!(!in_database.keys_dir().exists());
+
+    // Another directory's keys never mix with those in the database.
+    let elsewhere = Operator::new(Backend::Sqlite).await;
+    elsewhere.run(&["keys", "generate"]).succeeded();
+    let other = elsewhere.keys_dir();
+    let refused = in_database.run(&["keys", "import", other.to_str().unwrap()]);
+    assert!(
+        refused
+            .failed_in_one_line()
+            .contains("already holds other signing keys"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(in_database.keys(), keys);
+    let with_dir_store = on_disk.run(&["keys", "import"]);
+    assert!(
+        with_dir_store
+            .failed_in_one_line()
+            .contains("--key-store database")
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_key_encryption_key_is_one_line_at_start_and_changes_nothing() {
+    let operator = Operator::new(Backend::Sqlite)
+        .await
+        .with_keys_in_the_database();
+    operator.run(&["keys", "generate"]).succeeded();
+    let keys = operator.keys();
+    let wrong = operator.with_key_encryption_key(&new_key_encryption_key());
+
+    let serve = wrong.run(&["serve", "--listen", "127.0.0.1:0"]);
+    let errors: Vec<&str> = serve
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with("error: "))
+        .collect();
+    assert!(!serve.status.success(), "{}", serve.stderr);
+    assert_eq!(errors.len(), 1, "{}", serve.stderr);
+    assert!(
+        errors[0].contains("does not open with this TOLLGATE_KEY_ENCRYPTION_KEY"),
+        "{}",
+        errors[0]
+    );
+    assert!(!serve.stderr.contains("panicked"), "{}", serve.stderr);
+    for command in [
+        &["--rotate-key"][..],
+        &["keys", "generate"],
+        &["keys", "list"],
+        &["keys", "prune"],
+    ] {
+        let line = wrong.run(command).failed_in_one_line().to_string();
+        assert!(
+            line.contains("TOLLGATE_KEY_ENCRYPTION_KEY"),
+            "{command:?}: {line}"
+        );
+    }
+    assert_eq!(operator.keys(), keys, "nothing was added or changed");
+    assert!(!wrong.keys_dir().exists() && !operator.keys_dir().exists());
+}
+
+#[tokio::test]
+async fn secrets_are_read_from_files_with_one_trailing_newline_ignored() {
+    let operator = Operator::new(Backend::Sqlite)
+        .await
+        .with_keys_in_the_database();
+    let secrets = tempfile::tempdir().unwrap();
+    let database_url_file = secrets.path().join("database-url");
+    let key_file = secrets.path().join("key-encryption-key");
+    std::fs::write(&database_url_file, format!("{}\n", operator.database.url)).unwrap();
+    std::fs::write(
+        &key_file,
+        format!("{}\n", operator.key_encryption_key.as_ref().unwrap()),
+    )
+    .unwrap();
+    let from_files = |args: &[&str]| {
+        let mut command = tollgate();
+        command
+            .args(args)
+            .args(["--key-store", "database", "--keys-dir"])
+            .arg(operator.keys_dir())
+            .env("DATABASE_URL_FILE", &database_url_file)
+            .env("TOLLGATE_KEY_ENCRYPTION_KEY_FILE", &key_file);
+        command
+    };
+    Run::of(&mut from_files(&["keys", "generate"]), "").succeeded();
+    // The same keys, read with the secrets given directly.
+    assert_eq!(operator.keys().len(), 2);
+    let server = Server::start(from_files(&["serve", "--listen", "127.0.0.1:0"]));
+    assert_eq!(server.request("GET", "/health", None).0, 200);
+    let database_dir = Path::new(operator.database.url.trim_start_matches("sqlite://"))
+        .parent()
+        .unwrap();
+    assert_eq!(
+        entries(database_dir)
+            .iter()
+            .filter(|name| name.contains('\n'))
+            .count(),
+        0,
+        "the newline is not part of the path"
+    );
+}
+
+#[tokio::test]
+async fn the_samesite_warning_follows_the_public_suffix_list() {
+    let operator = Operator::new(Backend::Sqlite).await;
+    let warned = |server: &Server| {
+        server
+            .log
+            .iter()
+            .any(|line| line.contains("WARN") && line.contains("is another site than the gateway"))
+    };
+    let mut railway = operator.serve_with(&[
+        "--public-url",
+        "https://api.up.railway.app",
+        "--cors-origins",
+        "https://web.up.railway.app",
+    ]);
+    assert!(warned(&railway), "{:#?}", railway.log);
+    railway.terminate();
+    let mut one_site = operator.serve_with(&[
+        "--public-url",
+        "https://api.example.com",
+        "--cors-origins",
+        "https://app.example.com",
+    ]);
+    assert!(!warned(&one_site), "{:#?}", one_site.log);
+    one_site.terminate();
 }

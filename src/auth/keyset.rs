@@ -1,9 +1,10 @@
 //! The keys a running gateway signs and verifies with, and publishes.
 //!
-//! A [`KeySet`] is immutable and built once per change: the local keys
-//! directory plus every key other instances recorded in the database that can
-//! still have unexpired tokens. [`Keys`] holds the current set behind an
-//! atomic swap, so the request path reads it without locking.
+//! A [`KeySet`] is immutable and built once per change: the keys of the key
+//! store (the keys directory, or the database's sealed keys) plus every key
+//! other instances recorded in the database that can still have unexpired
+//! tokens. [`Keys`] holds the current set behind an atomic swap, so the
+//! request path reads it without locking.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
-use super::keydir::{KeyAlg, KeyDir, KeyState, LocalKey};
+use super::keystore::{KeyAlg, KeyState, KeyStore, KeyVersion, LocalKey};
 use crate::store::{RecordedKey, Store};
 use crate::time::UnixMillis;
 
@@ -54,7 +55,7 @@ impl KeySet {
         let active = local
             .iter()
             .find(|key| key.record.state == KeyState::Active)
-            .context("the keys directory has no active key")?;
+            .context("the key store has no active key")?;
         let signing = SigningKey {
             kid: active.record.kid.clone(),
             alg: active.record.alg.algorithm(),
@@ -155,11 +156,11 @@ impl KeySet {
 /// The current key set and how to renew it.
 pub struct Keys {
     current: ArcSwap<KeySet>,
-    dir: KeyDir,
+    source: KeyStore,
     store: Store,
     token_lifetime: Duration,
-    /// The keys directory as last read.
-    local: Mutex<Arc<Vec<LocalKey>>>,
+    /// The key store's keys as last read, and its version then.
+    local: Mutex<(KeyVersion, Arc<Vec<LocalKey>>)>,
     /// Keys recorded by every instance, as last read from the database.
     recorded: Mutex<Vec<RecordedKey>>,
     /// When the recorded keys were last re-read for an unknown `kid`; held
@@ -176,10 +177,14 @@ pub const KEY_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
 pub const HELD_SLACK: Duration = Duration::from_secs(5 * 60);
 
 impl Keys {
-    /// Reads the keys directory, records its public keys in the database and
-    /// builds the first set. The directory must already hold keys.
-    pub async fn load(dir: KeyDir, store: Store, token_lifetime: Duration) -> anyhow::Result<Keys> {
-        let local = dir.load()?;
+    /// Reads the key store, records its public keys in the database and
+    /// builds the first set. The key store must already hold keys.
+    pub async fn load(
+        source: KeyStore,
+        store: Store,
+        token_lifetime: Duration,
+    ) -> anyhow::Result<Keys> {
+        let (version, local) = source.load().await?;
         store
             .record_keys(&to_records(&local)?, UnixMillis::now())
             .await
@@ -191,10 +196,10 @@ impl Keys {
         let set = KeySet::build(&local, &recorded, UnixMillis::now(), token_lifetime)?;
         Ok(Keys {
             current: ArcSwap::from_pointee(set),
-            dir,
+            source,
             store,
             token_lifetime,
-            local: Mutex::new(Arc::new(local)),
+            local: Mutex::new((version, Arc::new(local))),
             recorded: Mutex::new(recorded),
             unknown_kid_refresh: tokio::sync::Mutex::new(None),
         })
@@ -210,19 +215,28 @@ impl Keys {
         self.current.load().verifying(kid).is_some()
     }
 
-    pub fn dir(&self) -> &KeyDir {
-        &self.dir
+    /// Whether the key store changed since it was last read (a rotation).
+    /// When its version cannot be read, nothing is known to have changed.
+    pub async fn changed(&self) -> bool {
+        match self.source.version().await {
+            Ok(version) => version != self.local.lock().expect("not poisoned").0,
+            Err(error) => {
+                tracing::debug!(error = %format!("{error:#}"), "cannot check the key store for changes");
+                false
+            }
+        }
     }
 
-    /// Re-reads the directory and the recorded keys, marks this instance's
+    /// Re-reads the key store and the recorded keys, marks this instance's
     /// keys as held, and swaps in a new set. The keys it signs with are
-    /// marked held even when the directory cannot be read right now, and with
-    /// the database unreachable the last recorded keys are kept.
+    /// marked held even when the key store cannot be read right now, and
+    /// with the database unreachable the last recorded keys are kept.
     pub async fn reload(&self) -> anyhow::Result<()> {
-        let read = self.dir.load().map(|local| {
-            *self.local.lock().expect("not poisoned") = Arc::new(local);
+        let read = self.source.load().await.map(|loaded| {
+            let (version, local) = loaded;
+            *self.local.lock().expect("not poisoned") = (version, Arc::new(local));
         });
-        let local = self.local.lock().expect("not poisoned").clone();
+        let local = self.local.lock().expect("not poisoned").1.clone();
         if let Err(error) = self
             .store
             .record_keys(&to_records(&local)?, UnixMillis::now())
@@ -249,7 +263,7 @@ impl Keys {
         if !self.refresh_recorded().await {
             return false;
         }
-        let local = self.local.lock().expect("not poisoned").clone();
+        let local = self.local.lock().expect("not poisoned").1.clone();
         match self.rebuild(&local) {
             Ok(()) => true,
             Err(error) => {
@@ -284,7 +298,7 @@ impl Keys {
     }
 }
 
-/// The public halves of local keys, as recorded in the database.
+/// The public halves of the key store's keys, as recorded in the database.
 fn to_records(local: &[LocalKey]) -> anyhow::Result<Vec<RecordedKey>> {
     local
         .iter()

@@ -4,7 +4,10 @@
 //!
 //! - `credentials`: where a request's access token is read from.
 //! - `password`: argon2id hashing on the blocking pool.
-//! - `keydir`: the keys directory (files, states, rotation).
+//! - `keystore`: where the private keys live (`--key-store`), their states
+//!   and how they change (generation, rotation, pruning, import), whichever
+//!   store holds them: `keydir` (the keys directory) or `keydb` (the
+//!   database, sealed).
 //! - `keyset`: the in-memory signing/verifying set and the JWKS.
 //! - `tokens`: issuing and verifying access tokens.
 //! - `identity`: what the upstream is told about a verified token.
@@ -15,8 +18,10 @@
 pub mod cookies;
 pub mod credentials;
 pub mod identity;
+pub mod keydb;
 pub mod keydir;
 pub mod keyset;
+pub mod keystore;
 pub mod password;
 pub mod refresh;
 pub mod seal;
@@ -31,8 +36,8 @@ use moka::sync::Cache;
 
 pub use self::credentials::{CredentialSource, MalformedAuthorization, PresentedToken};
 pub use self::identity::IdentityHeaders;
-pub use self::keydir::KeyAlg;
 use self::keyset::Keys;
+pub use self::keystore::KeyAlg;
 use self::tokens::{AccessClaims, Expectations, RejectReason};
 use crate::revocation::Revocations;
 use crate::time::UnixSeconds;

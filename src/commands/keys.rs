@@ -1,64 +1,121 @@
-//! `tollgate keys …` and `--rotate-key`: the signing keys of the keys
-//! directory, and the public halves recorded in the database.
+//! `tollgate keys …` and `--rotate-key`: the signing keys of the key store
+//! (`--key-store`: the keys directory or the database), and the public
+//! halves recorded in the database.
+
+use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::app::token_lifetime;
-use crate::auth::keydir::{KeyAlg, KeyDir, KeyRecord, KeyState, ROTATION_PICKUP_MARGIN};
+use super::open_store;
+use crate::app::{open_key_store, token_lifetime};
+use crate::auth::keydir::KeyDir;
 use crate::auth::keyset::HELD_SLACK;
+use crate::auth::keystore::{KeyAlg, KeyRecord, KeyState, KeyStore, ROTATION_PICKUP_MARGIN};
 use crate::cli::KeysCommand;
-use crate::config::Config;
+use crate::config::{Config, KeyStoreConfig};
 use crate::store::Store;
 use crate::time::UnixMillis;
 
 pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
-    let dir = KeyDir::open(&config.keys_dir)?;
+    if let KeysCommand::Import { dir } = command {
+        return import(config, dir).await;
+    }
+    let (keys, store) = key_store(config).await?;
     match command {
         KeysCommand::Generate { alg } => {
-            if dir.generate_if_empty(alg, UnixMillis::now())? {
+            if keys.generate_if_empty(alg, UnixMillis::now()).await? {
                 println!(
-                    "created an active and a next {} key in {}",
-                    alg.as_str(),
-                    dir.path().display()
+                    "created an active and a next {} key in {keys}",
+                    alg.as_str()
                 );
             } else {
-                println!(
-                    "keys already exist in {}; nothing to do",
-                    dir.path().display()
-                );
+                println!("keys already exist in {keys}; nothing to do");
             }
-            print_keys(&dir.records()?);
+            print_keys(&keys.records().await?);
         }
-        KeysCommand::Rotate { alg } => rotate(config, alg).await?,
-        KeysCommand::List => print_keys(&dir.records()?),
+        KeysCommand::Rotate { alg } => rotate_in(&keys, alg).await?,
+        KeysCommand::List => print_keys(&keys.records().await?),
         KeysCommand::Prune => {
             // A key retired longer ago than a token lives carries no live
             // token; a serving gateway may have declared a longer lifetime.
-            let lifetime = dir.token_lifetime(token_lifetime(config))?;
+            let lifetime = keys.token_lifetime(token_lifetime(config)).await?;
             let now = UnixMillis::now();
-            let pruned = dir.prune(now, lifetime)?;
+            let pruned = keys.prune(now, lifetime).await?;
             let live_since = now.minus(lifetime + ROTATION_PICKUP_MARGIN);
             println!("pruned {} key(s){}", pruned.len(), list_suffix(&pruned));
-            match Store::connect(&config.database_url).await {
+            let store = match store {
+                Some(store) => Ok(store),
+                None => open_store(config).await,
+            };
+            match store {
                 Ok(store) => {
-                    store.migrate().await?;
                     let forgotten = store.delete_recorded_keys(live_since, HELD_SLACK).await?;
                     println!("forgot {forgotten} recorded public key(s) in the database");
                 }
                 Err(error) => println!("warning: {error:#}; recorded public keys left as they are"),
             }
         }
-        KeysCommand::Import { .. } => bail!("keys import needs --key-store database"),
+        KeysCommand::Import { .. } => unreachable!("handled above"),
     }
     Ok(())
 }
 
 /// `next` becomes `active`, `active` retires, a new `next` is made.
 pub async fn rotate(config: &Config, alg: Option<KeyAlg>) -> anyhow::Result<()> {
-    let dir = KeyDir::open(&config.keys_dir)?;
-    let records = dir.rotate(alg, UnixMillis::now())?;
-    println!("rotated the keys in {}", dir.path().display());
+    let (keys, _store) = key_store(config).await?;
+    rotate_in(&keys, alg).await
+}
+
+async fn rotate_in(keys: &KeyStore, alg: Option<KeyAlg>) -> anyhow::Result<()> {
+    let records = keys.rotate(alg, UnixMillis::now()).await?;
+    match keys {
+        KeyStore::Dir(_) => println!("rotated the keys in {keys}"),
+        KeyStore::Database(_) => println!(
+            "rotated the keys in the database: every instance signs with the new active key \
+             within 10 s (at once on SIGHUP)"
+        ),
+    }
     print_keys(&records);
+    Ok(())
+}
+
+/// The configured key store, and the database when it needed one.
+async fn key_store(config: &Config) -> anyhow::Result<(KeyStore, Option<Store>)> {
+    let store = match config.key_store {
+        KeyStoreConfig::Database(_) => Some(open_store(config).await?),
+        KeyStoreConfig::Dir => None,
+    };
+    Ok((open_key_store(config, store.as_ref())?, store))
+}
+
+/// `keys import [DIR]`: the directory's keys, states included, into the
+/// database key store, which must hold no others. The directory is only
+/// read.
+async fn import(config: &Config, dir: Option<PathBuf>) -> anyhow::Result<()> {
+    if let KeyStoreConfig::Dir = config.key_store {
+        bail!(
+            "keys import moves a keys directory into the database: run it with --key-store \
+             database and TOLLGATE_KEY_ENCRYPTION_KEY"
+        );
+    }
+    let path = dir.unwrap_or_else(|| config.keys_dir.clone());
+    let source = KeyDir::open_existing(&path)?;
+    let (keys, _store) = key_store(config).await?;
+    let imported = keys.import(&source).await?;
+    if imported == 0 {
+        println!(
+            "the keys of {} are in the database already; nothing to do",
+            path.display()
+        );
+    } else {
+        println!(
+            "imported {imported} key(s) from {} into the database, states included; the \
+             directory is left as it was: delete it once every instance runs with --key-store \
+             database",
+            path.display()
+        );
+    }
+    print_keys(&keys.records().await?);
     Ok(())
 }
 

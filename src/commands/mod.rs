@@ -52,6 +52,7 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The database, migrated.
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;

@@ -2,17 +2,17 @@
 
 use std::process::ExitCode;
 
-use crate::app::token_lifetime;
-use crate::auth::keydir::KeyDir;
+use crate::app::{open_key_store, token_lifetime};
 use crate::auth::keyset::{HELD_SLACK, KeySet};
 use crate::auth::tokens::{self, Expectations, RejectReason};
-use crate::config::Config;
+use crate::config::{Config, KeyStoreConfig};
 use crate::store::Store;
 use crate::time::{UnixMillis, UnixSeconds};
 
 /// Prints a token's header and claims and whether it is valid here: against
-/// the local keys and those recorded in the database, and (when the database
-/// answers) whether its session is still live.
+/// the key store's keys and those recorded in the database, and (when the
+/// database answers) whether its session is still live. The database key
+/// store needs the database; the keys directory does not.
 pub async fn inspect(config: &Config, token: &str) -> anyhow::Result<ExitCode> {
     let token = token.trim();
     let Some((header, claims)) = tokens::decode_unverified(token) else {
@@ -29,16 +29,16 @@ pub async fn inspect(config: &Config, token: &str) -> anyhow::Result<ExitCode> {
         println!("expires: {}", UnixSeconds::new(exp).to_millis());
     }
 
-    let dir = KeyDir::open(&config.keys_dir)?;
-    let local = dir.load()?;
     let lifetime = token_lifetime(config);
     let store = match Store::connect(&config.database_url).await {
         Ok(store) => Some(store),
-        Err(error) => {
+        Err(error) if matches!(config.key_store, KeyStoreConfig::Dir) => {
             println!("warning: {error:#}; checking against the local keys only");
             None
         }
+        Err(error) => return Err(error),
     };
+    let (_, local) = open_key_store(config, store.as_ref())?.load().await?;
     let now = UnixMillis::now();
     let recorded = match &store {
         Some(store) => store

@@ -26,7 +26,7 @@ use tracing::instrument;
 use crate::time::UnixMillis;
 
 pub use backend::Backend;
-pub use keys::RecordedKey;
+pub use keys::{RecordedKey, SealedKey, SealedKeys};
 pub use sessions::{NewSession, Presented, Rotation, SessionInfo, SessionOwner};
 pub use throttle::{Admission, Budget, Charge, Held, Settlement};
 pub use users::{NewUser, User, UserQuery};

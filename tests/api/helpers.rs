@@ -15,7 +15,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tollgate::app::App;
@@ -54,7 +53,7 @@ macro_rules! on_both_backends {
 }
 
 /// Everything a gateway needs that outlives one process: its database and
-/// its keys directory. Restart tests start a second gateway on the same one.
+/// its key store. Restart tests start a second gateway on the same one.
 #[derive(Clone)]
 pub struct Deployment {
     pub database: Arc<TestDatabase>,
@@ -62,6 +61,9 @@ pub struct Deployment {
     /// through something else.
     pub database_url: String,
     pub keys: Arc<tempfile::TempDir>,
+    /// With the database key store: the key-encryption key (base64) every
+    /// gateway of this deployment is given.
+    pub key_encryption_key: Option<String>,
 }
 
 impl Deployment {
@@ -71,11 +73,37 @@ impl Deployment {
             database_url: database.url.clone(),
             database,
             keys: Arc::new(tempfile::tempdir().expect("a keys directory")),
+            key_encryption_key: None,
+        }
+    }
+
+    /// Keeps the signing keys in the database (`--key-store database`),
+    /// sealed under a key-encryption key of its own.
+    pub fn with_keys_in_the_database(self) -> Deployment {
+        Deployment {
+            key_encryption_key: Some(new_key_encryption_key()),
+            ..self
         }
     }
 
     pub fn keys_dir(&self) -> &Path {
         self.keys.path()
+    }
+
+    /// The key-store flags every gateway and command of this deployment gets.
+    pub fn key_store_args(&self) -> Vec<String> {
+        match self.key_encryption_key {
+            Some(_) => vec!["--key-store".into(), "database".into()],
+            None => Vec::new(),
+        }
+    }
+
+    /// The environment every gateway and command of this deployment gets.
+    pub fn environment(&self) -> Vec<(String, String)> {
+        self.key_encryption_key
+            .iter()
+            .map(|key| ("TOLLGATE_KEY_ENCRYPTION_KEY".to_string(), key.clone()))
+            .collect()
     }
 
     /// The configuration a gateway of this deployment gets: defaults, this
@@ -90,10 +118,17 @@ impl Deployment {
             "--keys-dir".into(),
             self.keys_dir().display().to_string(),
         ];
+        args.extend(self.key_store_args());
         args.extend(extra.iter().map(|arg| arg.to_string()));
         let cli = Cli::try_parse_from(args).expect("test flags parse");
+        let environment = self.environment();
         cli.config
-            .into_config(&|_| None)
+            .into_config(&|name| {
+                environment
+                    .iter()
+                    .find(|(variable, _)| variable == name)
+                    .map(|(_, value)| value.clone())
+            })
             .expect("test configuration is valid")
     }
 
@@ -108,6 +143,8 @@ pub struct TestApp {
     pub deployment: Deployment,
     pub app: Arc<App>,
     client: GatewayClient,
+    /// The `--admin-listen` listener, when configured.
+    pub admin: Option<GatewayClient>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -137,16 +174,20 @@ impl TestApp {
     }
 
     pub async fn start(deployment: Deployment, config: Config) -> TestApp {
-        let listener = TcpListener::bind(config.listen)
+        let listeners = tollgate::server::bind(&config)
             .await
             .expect("binding port 0");
-        let addr = listener.local_addr().expect("a bound address");
+        let addr = listeners.public.local_addr().expect("a bound address");
+        let admin = listeners
+            .admin
+            .as_ref()
+            .map(|admin| GatewayClient::new(admin.local_addr().expect("a bound address")));
         let app = App::build(config).await.expect("the gateway starts");
         let (shutdown, on_shutdown) = oneshot::channel::<()>();
         let server = tokio::spawn({
             let app = app.clone();
             async move {
-                tollgate::server::run(listener.into(), app, async {
+                tollgate::server::run(listeners, app, async {
                     let _ = on_shutdown.await;
                 })
                 .await
@@ -157,6 +198,7 @@ impl TestApp {
             deployment,
             app,
             client: GatewayClient::new(addr),
+            admin,
             shutdown: Some(shutdown),
             server: Some(server),
         }
@@ -612,6 +654,12 @@ pub fn header_of(token: &str) -> Value {
     tollgate::auth::tokens::decode_unverified(token)
         .expect("a decodable token")
         .0
+}
+
+/// 32 random bytes, base64: what `openssl rand -base64 32` makes.
+pub fn new_key_encryption_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
 }
 
 /// The PEM of the key `kid` in a keys directory.

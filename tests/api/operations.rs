@@ -49,7 +49,7 @@ async fn a_rotation_is_picked_up_and_old_tokens_keep_working(backend: Backend) {
         .unwrap();
     let new_active = records
         .iter()
-        .find(|key| key.state == tollgate::auth::keydir::KeyState::Active)
+        .find(|key| key.state == tollgate::auth::keystore::KeyState::Active)
         .unwrap()
         .kid
         .clone();

@@ -39,7 +39,7 @@ impl Process {
 
     /// A gateway process listening on `listen` (a restart on the same port).
     pub async fn start_on(listen: &str, deployment: &Deployment, extra: &[&str]) -> Process {
-        Process::launch(listen, deployment, extra, &[]).await
+        Process::launch(Some(listen), deployment, extra, &[]).await
     }
 
     /// A gateway process on port 0 with `env` added to its environment.
@@ -48,23 +48,38 @@ impl Process {
         extra: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Process {
-        Process::launch("127.0.0.1:0", deployment, extra, env).await
+        Process::launch(Some("127.0.0.1:0"), deployment, extra, env).await
     }
 
+    /// A gateway process told only `PORT`, as platforms start it.
+    pub async fn start_with_port(port: u16, deployment: &Deployment, extra: &[&str]) -> Process {
+        let port = port.to_string();
+        Process::launch(None, deployment, extra, &[("PORT", port.as_ref())]).await
+    }
+
+    /// Runs the gateway with the deployment's settings (and `--listen`
+    /// unless it is `None`) and waits until it logs where it listens.
     async fn launch(
-        listen: &str,
+        listen: Option<&str>,
         deployment: &Deployment,
         extra: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["--listen", listen, "--log-format", "json"])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        if let Some(listen) = listen {
+            command.args(["--listen", listen]);
+        }
+        let mut child = command
+            .args(["--log-format", "json"])
             .args(["--database-url", &deployment.database_url])
             .arg("--keys-dir")
             .arg(deployment.keys_dir())
+            .args(deployment.key_store_args())
             .args(extra)
+            .envs(deployment.environment())
             .env("RUST_LOG", "info")
             .env_remove("PORT")
+            .env_remove("TOLLGATE_LISTEN")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

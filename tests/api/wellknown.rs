@@ -5,7 +5,8 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use tollgate::auth::KeyAlg;
-use tollgate::auth::keydir::{KeyDir, KeyState};
+use tollgate::auth::keydir::KeyDir;
+use tollgate::auth::keystore::KeyState;
 use tollgate::time::UnixMillis;
 
 use crate::helpers::{Backend, Deployment, TestApp, header_of};
