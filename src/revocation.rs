@@ -77,9 +77,11 @@ impl Revocations {
         let newest = revoked.iter().map(|(_, at)| *at).max();
         for (session, _) in &revoked {
             if !self.revoked.contains_key(session) {
-                self.revoked.insert(session.clone(), ());
+                self.insert(session);
             }
         }
+        // After `insert`, which logged this machine's time: the database's
+        // replaces it.
         self.log.record_polled(&revoked, UnixMillis::now());
         if let Some(newest) = newest {
             self.cursor
