@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::audit::AuditTrail;
 use crate::auth::Authenticator;
 use crate::auth::cookies::CookiePolicy;
 use crate::auth::keydb::DatabaseKeys;
@@ -17,7 +18,9 @@ use crate::auth::tokens::{Expectations, LEEWAY};
 use crate::browser::BrowserRules;
 use crate::client_addr::ClientAddressing;
 use crate::config::{Config, KeyStoreConfig};
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::password_reset::PasswordResets;
 use crate::proxy::Proxy;
 use crate::revocation::Revocations;
 use crate::store::Store;
@@ -28,6 +31,9 @@ use crate::time::UnixMillis;
 const SESSION_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often login throttle counters whose window has passed are deleted.
 const THROTTLE_CLEANUP_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// How often audit rows past `--audit-retention` and expired reset tokens
+/// are deleted.
+const ACCOUNTS_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often the key store is checked for a rotation.
 const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -44,6 +50,11 @@ pub struct App {
     pub proxy: Proxy,
     pub throttle: LoginThrottle,
     pub metrics: Metrics,
+    pub audit: AuditTrail,
+    /// Set when mail is (`--smtp-url` or `--mail-webhook`).
+    pub mailer: Option<Arc<Mailer>>,
+    /// Set when mail is: password reset needs it.
+    pub password_resets: Option<PasswordResets>,
     pub started_at: Instant,
 }
 
@@ -93,6 +104,21 @@ impl App {
             audience: config.audience.clone(),
         };
         let metrics = Metrics::new();
+        let audit = AuditTrail::new(store.clone(), metrics.audit_write_failures.clone());
+        let mailer = Mailer::start(
+            &config.mail,
+            config.public_url.as_ref(),
+            metrics.mail.clone(),
+        )?
+        .map(Arc::new);
+        // The configuration refuses mail without a public URL.
+        let password_resets =
+            mailer
+                .clone()
+                .zip(config.public_url.clone())
+                .map(|(mailer, public_url)| {
+                    PasswordResets::start(store.clone(), mailer, audit.clone(), public_url)
+                });
         let proxy = Proxy::new(
             &config.routes,
             config.upstream_timeout,
@@ -129,6 +155,9 @@ impl App {
             ),
             throttle: LoginThrottle::new(store.clone()),
             metrics,
+            audit,
+            mailer,
+            password_resets,
             proxy,
             started_at: Instant::now(),
             config,
@@ -163,6 +192,7 @@ fn spawn_background_tasks(app: Weak<App>) {
     Revocations::spawn_poller(app.clone(), |app: &App| (&app.revocations, &app.store));
     tokio::spawn(delete_finished_sessions(app.clone()));
     tokio::spawn(delete_old_throttle_counters(app.clone()));
+    tokio::spawn(delete_old_account_records(app.clone()));
     // A rotation changes the key store's version (the keys record, or the
     // database's generation): check for one every couple of seconds, and
     // re-record the keys as held every minute.
@@ -232,6 +262,38 @@ async fn delete_old_throttle_counters(app: Weak<App>) {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted old login throttle counters"),
             Err(error) => tracing::warn!(%error, "cannot delete old login throttle counters"),
+        }
+    }
+}
+
+/// Every hour (and at start), deletes audit rows older than
+/// `--audit-retention` and reset tokens that expired a day ago.
+async fn delete_old_account_records(app: Weak<App>) {
+    let mut interval = tokio::time::interval(ACCOUNTS_CLEANUP_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        let now = UnixMillis::now();
+        match app
+            .store
+            .delete_audit_before(now.minus(app.config.audit_retention))
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted audit rows past the retention"),
+            Err(error) => tracing::warn!(%error, "cannot delete old audit rows"),
+        }
+        // Expired tokens are refused by the confirmation itself; they are
+        // kept a day longer, harmless (hashed, refused), so that the
+        // cleanup never decides what the confirmation answers.
+        let expired_before = now.minus(Duration::from_secs(86_400));
+        if let Err(error) = app
+            .store
+            .delete_expired_password_resets(expired_before)
+            .await
+        {
+            tracing::warn!(%error, "cannot delete expired password-reset tokens");
         }
     }
 }

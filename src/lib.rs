@@ -14,15 +14,20 @@
 //! [`auth`] is a leaf: credentials, passwords, keys, tokens, cookies, sealing.
 //! [`store`] is the only module that speaks SQL (Postgres or SQLite).
 //! [`revocation`] keeps the set of revoked sessions every instance refuses;
-//! [`throttle`] the login budgets. Failures become [`error::ApiError`], the one
-//! HTTP-facing error. [`cli`] turns flags and environment into one typed
-//! [`config::Config`]; [`commands`] runs each command of the command line
-//! (the probe among them). [`domain`] and [`time`] are the types that say
-//! what a value is and in which unit. [`logging`] writes the log lines, each
-//! carrying its request's span fields; [`otel`] exports the request spans
-//! (with their store and upstream child spans) when `--otlp-endpoint` is set.
+//! [`throttle`] the login budgets. [`password_reset`] turns a reset request
+//! into a token and a mail off the request path; [`mail`] delivers mail (SMTP
+//! or a webhook) from a bounded, retrying queue; [`audit`] writes the audit
+//! trail, whose failures never fail what it records. Failures become
+//! [`error::ApiError`], the one HTTP-facing error. [`cli`] turns flags and
+//! environment into one typed [`config::Config`]; [`commands`] runs each
+//! command of the command line (the probe among them). [`domain`] and
+//! [`time`] are the types that say what a value is and in which unit.
+//! [`logging`] writes the log lines, each carrying its request's span
+//! fields; [`otel`] exports the request spans (with their store and upstream
+//! child spans) when `--otlp-endpoint` is set.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod browser;
@@ -33,8 +38,10 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod logging;
+pub mod mail;
 pub mod metrics;
 pub mod otel;
+pub mod password_reset;
 pub mod paths;
 pub mod pipeline;
 pub mod proxy;

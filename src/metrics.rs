@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::mail::MailCounters;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// `auth`, `wellknown`, `health`, `metrics`, `debug`, `proxy` or `other`.
@@ -35,6 +37,8 @@ pub struct Metrics {
     pub revocations: Counter,
     pub upstream_latency: Histogram,
     pub argon2_queue_depth: Gauge,
+    pub mail: MailCounters,
+    pub audit_write_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -90,8 +94,32 @@ impl Metrics {
             "Password hashes waiting for a hashing slot",
             argon2_queue_depth.clone(),
         );
+        let mail = MailCounters::default();
+        registry.register(
+            "mail_sent",
+            "Mails the SMTP server or the mail webhook accepted",
+            mail.sent.clone(),
+        );
+        registry.register(
+            "mail_failures",
+            "Failed mail delivery attempts, retried or not",
+            mail.failures.clone(),
+        );
+        registry.register(
+            "mail_dropped",
+            "Mails given up on: the queue was full or every attempt failed",
+            mail.dropped.clone(),
+        );
+        let audit_write_failures = Counter::default();
+        registry.register(
+            "audit_write_failures",
+            "Audit-trail rows that could not be written (the event itself went on)",
+            audit_write_failures.clone(),
+        );
         Metrics {
             registry,
+            mail,
+            audit_write_failures,
             requests,
             auth_failures,
             logins,

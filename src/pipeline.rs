@@ -52,6 +52,9 @@ pub enum Listener {
 pub struct RequestContext {
     pub client: ClientInfo,
     pub listener: Listener,
+    /// The request's `X-Request-Id` (the client's, or one made at the edge):
+    /// a field of the span, and of the audit rows the request writes.
+    pub request_id: String,
 }
 
 impl RequestContext {
@@ -76,6 +79,7 @@ pub async fn handle(
     let ctx = RequestContext {
         client: app.client_addressing.client_info(peer, request.headers()),
         listener,
+        request_id: request_id_of(request.headers()).to_string(),
     };
     let span = request_span(request.method(), request.headers(), &ctx.client);
     let exporting = app.config.otlp_endpoint.is_some();
@@ -122,10 +126,7 @@ pub fn error_response(app: &App, error: ApiError) -> Response<Body> {
 /// fields (the method is the span's, not the access line's, so that a JSON
 /// line never holds one key twice).
 pub fn request_span(method: &Method, headers: &HeaderMap, client: &ClientInfo) -> tracing::Span {
-    let request_id = headers
-        .get(routes::X_REQUEST_ID)
-        .and_then(|id| id.to_str().ok())
-        .unwrap_or("");
+    let request_id = request_id_of(headers);
     tracing::info_span!(
         otel::REQUEST_SPAN,
         request_id,
@@ -134,6 +135,14 @@ pub fn request_span(method: &Method, headers: &HeaderMap, client: &ClientInfo) -
         client = %client.address,
         user_id = field::Empty,
     )
+}
+
+/// The request's `X-Request-Id`: the client's, or the one the edge made.
+fn request_id_of(headers: &HeaderMap) -> &str {
+    headers
+        .get(routes::X_REQUEST_ID)
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or("")
 }
 
 /// Routes one request; the metrics label of where it went, and the answer.

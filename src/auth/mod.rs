@@ -12,6 +12,7 @@
 //! - `tokens`: issuing and verifying access tokens.
 //! - `identity`: what the upstream is told about a verified token.
 //! - `refresh`: refresh tokens and their sealed successors.
+//! - `reset`: password-reset tokens.
 //! - `seal`: AES-256-GCM sealing of secrets at rest.
 //! - `cookies`: the two cookies and their attributes.
 
@@ -24,6 +25,7 @@ pub mod keyset;
 pub mod keystore;
 pub mod password;
 pub mod refresh;
+pub mod reset;
 pub mod seal;
 pub mod tokens;
 

@@ -402,7 +402,7 @@ async fn revoke_session(app: &App, session: &SessionId) -> Result<(), ApiError> 
 
 /// Counts sessions this instance just revoked and refuses their access
 /// tokens here at once; other instances learn of them from the database.
-fn refuse_revoked(app: &App, sessions: &[SessionId]) {
+pub(super) fn refuse_revoked(app: &App, sessions: &[SessionId]) {
     app.metrics.revoked(sessions.len());
     app.revocations.insert_all(sessions);
 }

@@ -5,6 +5,7 @@
 mod auth;
 mod debug;
 mod health;
+mod reset;
 mod verify;
 mod wellknown;
 
@@ -19,6 +20,7 @@ use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
 use crate::app::App;
+use crate::audit;
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::paths;
@@ -49,6 +51,8 @@ pub enum Route {
     Password,
     /// Forward-auth: `/api/auth/verify`, or a path below it.
     Verify(VerifyTarget),
+    PasswordReset,
+    PasswordResetConfirm,
     Jwks,
     OpenIdConfiguration,
     RevokedSessions,
@@ -73,6 +77,8 @@ impl Route {
             "/api/auth/sessions" => Route::Sessions,
             "/api/auth/password" => Route::Password,
             "/api/auth/verify" => Route::Verify(VerifyTarget::Fixed),
+            "/api/auth/password-reset" => Route::PasswordReset,
+            "/api/auth/password-reset/confirm" => Route::PasswordResetConfirm,
             "/.well-known/jwks.json" => Route::Jwks,
             "/.well-known/openid-configuration" => Route::OpenIdConfiguration,
             "/.well-known/revoked-sessions" => Route::RevokedSessions,
@@ -103,7 +109,9 @@ impl Route {
             | Route::Me
             | Route::Sessions
             | Route::Session(_)
-            | Route::Password => "auth",
+            | Route::Password
+            | Route::PasswordReset
+            | Route::PasswordResetConfirm => "auth",
             // Its own group: an ingress asks on every request it serves.
             Route::Verify(_) => "verify",
             Route::Jwks | Route::OpenIdConfiguration | Route::RevokedSessions => "wellknown",
@@ -140,7 +148,9 @@ impl Route {
             | Route::Refresh
             | Route::Logout
             | Route::LogoutAll
-            | Route::Password => POST,
+            | Route::Password
+            | Route::PasswordReset
+            | Route::PasswordResetConfirm => POST,
             Route::Me
             | Route::Sessions
             | Route::Jwks
@@ -207,6 +217,8 @@ pub async fn answer(
         Route::Session(id) => auth::delete_session(app, ctx, request, id).await,
         Route::Password => auth::change_password(app, ctx, request).await,
         Route::Verify(target) => Ok(verify::verify(app, ctx, request, target).await),
+        Route::PasswordReset => reset::request(app, ctx, request).await,
+        Route::PasswordResetConfirm => reset::confirm(app, ctx, request).await,
         Route::Jwks => Ok(wellknown::jwks(app)),
         Route::OpenIdConfiguration => Ok(wellknown::openid_configuration(app, ctx, &request)),
         Route::RevokedSessions => wellknown::revoked_sessions(app, &request),
@@ -215,6 +227,14 @@ pub async fn answer(
         Route::Metrics => Ok(health::metrics(app)),
         Route::DebugSession => Ok(debug::session(app, &request).await),
         Route::UnknownOwned(_) => Err(ApiError::NotFound),
+    }
+}
+
+/// Where an audited event of this request came from.
+fn audit_origin(ctx: &RequestContext) -> audit::Origin {
+    audit::Origin {
+        ip: Some(ctx.client.address.to_string()),
+        request_id: Some(ctx.request_id.clone()),
     }
 }
 

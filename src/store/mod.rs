@@ -9,8 +9,10 @@
 //! request's database calls. Their arguments are never recorded: some are
 //! token and password hashes.
 
+mod audit;
 mod backend;
 mod keys;
+mod resets;
 mod sessions;
 mod throttle;
 mod users;
@@ -25,8 +27,10 @@ use tracing::instrument;
 
 use crate::time::UnixMillis;
 
+pub use audit::{AuditAction, AuditActor, AuditEntry, AuditOutcome, AuditQuery, AuditRecord};
 pub use backend::Backend;
 pub use keys::{RecordedKey, SealedKey, SealedKeys};
+pub use resets::{CompletedReset, NewReset};
 pub use sessions::{NewSession, Presented, Rotation, SessionInfo, SessionOwner};
 pub use throttle::{Admission, Budget, Charge, Held, Settlement};
 pub use users::{NewUser, User, UserQuery};

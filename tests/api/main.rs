@@ -5,6 +5,7 @@
 mod database;
 mod helpers;
 mod ingress;
+mod mailbox;
 
 mod accounts;
 mod auth;
@@ -21,6 +22,7 @@ mod probe;
 mod process;
 mod proxy;
 mod refresh;
+mod reset;
 mod restart;
 mod revocation_feed;
 mod rolling;
