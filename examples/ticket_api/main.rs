@@ -7,13 +7,26 @@
 //! refuses the tokens of revoked sessions, so a logout reaches it as quickly
 //! as it reaches the gateway. Tickets live in memory.
 //!
+//! It also serves its frontend (`examples/ticket_web/`: plain HTML and
+//! JavaScript) on every path outside `/api`, so that the gateway can put both
+//! on one origin: a public route for the frontend, a protected one for the
+//! API.
+//!
 //! ```sh
 //! cargo run --example ticket_api -- --listen 127.0.0.1:3000 \
 //!     --gateway-url http://127.0.0.1:8080
+//! cargo run -- --route "/=http://127.0.0.1:3000 public" \
+//!     --route "/api=http://127.0.0.1:3000"
+//! # then open http://localhost:8080
 //! ```
 //!
 //! - `GET /api/tickets`: the tickets, newest last.
 //! - `POST /api/tickets` `{"title": "…"}`: creates a ticket owned by the caller.
+//! - `GET /api/tickets/live`: a WebSocket on which new tickets arrive
+//!   (`live.rs`).
+//! - `GET /`, `/app.js`, `/app.css`: the frontend, without a token.
+
+mod live;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -35,6 +48,7 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::broadcast;
 
 #[derive(Parser)]
 struct Args {
@@ -54,6 +68,15 @@ const REVOCATION_POLL: Duration = Duration::from_secs(2);
 /// A revoked session is remembered this long: longer than any access token of
 /// it can live (the gateway's default lifetime is 15 minutes).
 const REMEMBER_REVOKED: Duration = Duration::from_secs(24 * 3600);
+
+/// New tickets waiting for a slow live connection; past this it is told to
+/// reload the list instead.
+const LIVE_BACKLOG: usize = 64;
+
+/// The frontend, served on every path outside `/api`.
+const INDEX_HTML: &str = include_str!("../ticket_web/index.html");
+const APP_JS: &str = include_str!("../ticket_web/app.js");
+const APP_CSS: &str = include_str!("../ticket_web/app.css");
 
 /// The claims this API uses; the gateway's tokens carry more.
 #[derive(Deserialize)]
@@ -95,6 +118,8 @@ struct TicketApi {
     /// Revoked session ids, and when this API learned of each.
     revoked: Mutex<HashMap<String, Instant>>,
     tickets: Mutex<Vec<Ticket>>,
+    /// Each new ticket, for the live connections.
+    created: broadcast::Sender<Ticket>,
 }
 
 type ApiResponse = Response<Full<Bytes>>;
@@ -131,10 +156,14 @@ impl TicketApi {
         let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map(|data| data.claims)
             .map_err(|e| format!("invalid token: {e}"))?;
-        if self.revoked.lock().unwrap().contains_key(&claims.sid) {
+        if self.is_revoked(&claims.sid) {
             return Err("the token's session was revoked".into());
         }
         Ok(claims)
+    }
+
+    fn is_revoked(&self, session: &str) -> bool {
+        self.revoked.lock().unwrap().contains_key(session)
     }
 
     /// A GET to the gateway; the body of a 200.
@@ -225,7 +254,10 @@ impl TicketApi {
         Ok(())
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> ApiResponse {
+    async fn handle(self: &Arc<Self>, request: Request<Incoming>) -> ApiResponse {
+        if !request.uri().path().starts_with("/api/") {
+            return frontend(request.method(), request.uri().path());
+        }
         let claims = match self.authenticate(&request).await {
             Ok(claims) => claims,
             Err(why) => {
@@ -236,6 +268,7 @@ impl TicketApi {
             }
         };
         match (request.method(), request.uri().path()) {
+            (&Method::GET, "/api/tickets/live") => live::upgrade(self.clone(), request, claims),
             (&Method::GET, "/api/tickets") => {
                 let tickets = self.tickets.lock().unwrap().clone();
                 reply(StatusCode::OK, json!(tickets))
@@ -267,11 +300,53 @@ impl TicketApi {
                     created_by: format!("{} ({})", claims.preferred_username, claims.sub),
                 };
                 tickets.push(ticket.clone());
+                // Nobody listening is not an error.
+                let _ = self.created.send(ticket.clone());
                 reply(StatusCode::CREATED, json!(ticket))
             }
             _ => reply(StatusCode::NOT_FOUND, json!({ "error": "not_found" })),
         }
     }
+}
+
+/// A file of the frontend. It is public: the gateway routes it without a
+/// token, and it holds nothing but code.
+fn frontend(method: &Method, path: &str) -> ApiResponse {
+    if method != Method::GET && method != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({ "error": "method_not_allowed" }),
+        );
+    }
+    let (content_type, body) = match path {
+        "/" | "/index.html" => ("text/html; charset=utf-8", INDEX_HTML),
+        "/app.js" => ("text/javascript; charset=utf-8", APP_JS),
+        "/app.css" => ("text/css; charset=utf-8", APP_CSS),
+        _ => return reply(StatusCode::NOT_FOUND, json!({ "error": "not_found" })),
+    };
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    // Only this origin's scripts, styles and connections (the API and the
+    // WebSocket), and no framing by another site.
+    headers.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    response
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> ApiResponse {
@@ -297,6 +372,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }),
         revoked: Mutex::new(HashMap::new()),
         tickets: Mutex::new(Vec::new()),
+        created: broadcast::channel(LIVE_BACKLOG).0,
     });
     // Everything revoked that can still matter, before the first request.
     let cursor = match api.read_revocations(None).await {
@@ -322,7 +398,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 async move { Ok::<_, Infallible>(api.handle(request).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
     }
