@@ -6,15 +6,16 @@
 //! hands every request to [`pipeline`], the gateway's central decision in one
 //! place: the client info ([`client_addr`]), one span, path normalisation
 //! ([`paths`]), the route, the browser rules ([`browser`]: CORS, CSRF), then
-//! either one of the gateway's own routes ([`routes`]: `/api/auth/…`,
-//! `/.well-known/…`, `/health…`, `/metrics`) or authentication and
-//! forwarding through [`proxy`] to the upstream route with the longest
-//! matching prefix.
+//! either one of the gateway's own routes ([`routes`]: `/api/auth/…`, the
+//! forward-auth check `/api/auth/verify` among them, `/.well-known/…`,
+//! `/health…`, `/metrics`) or authentication and forwarding through
+//! [`proxy`] to the upstream route with the longest matching prefix.
 //!
 //! [`auth`] is a leaf: credentials, passwords, keys, tokens, cookies, sealing.
 //! [`store`] is the only module that speaks SQL (Postgres or SQLite).
-//! [`revocation`] keeps the set of revoked sessions every instance refuses;
-//! [`throttle`] the login budgets. [`password_reset`] turns a reset request
+//! [`revocation`] keeps the set of revoked sessions every instance refuses
+//! (and, apart, their ordered log for the revocation feed); [`throttle`]
+//! the login budgets. [`password_reset`] turns a reset request
 //! into a token and a mail off the request path; [`mail`] delivers mail (SMTP
 //! or a webhook) from a bounded, retrying queue; [`audit`] writes the audit
 //! trail, whose failures never fail what it records. Failures become
