@@ -56,6 +56,9 @@ pub struct App {
     /// Set when mail is: password reset needs it.
     pub password_resets: Option<PasswordResets>,
     pub started_at: Instant,
+    /// Becomes `true` when the gateway shuts down: connections finish their
+    /// request and close, tunnels say goodbye.
+    pub draining: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -160,6 +163,7 @@ impl App {
             password_resets,
             proxy,
             started_at: Instant::now(),
+            draining: tokio::sync::watch::Sender::new(false),
             config,
             store,
             keys,

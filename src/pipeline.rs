@@ -35,7 +35,7 @@ use crate::domain::UserId;
 use crate::error::ApiError;
 use crate::otel::{self, TraceHeaders};
 use crate::paths;
-use crate::proxy::{Forwarding, UpstreamRoute};
+use crate::proxy::{Forwarding, UpstreamRoute, websocket};
 use crate::routes::{self, Request, Route};
 use crate::time::UnixSeconds;
 
@@ -157,6 +157,10 @@ async fn dispatch(
     if let Err(error) = check_host(&request) {
         return ("other", Err(error));
     }
+    if request.method() == Method::CONNECT {
+        // A tunnel to anywhere is not what a gateway to an API forwards.
+        return ("other", Err(ApiError::MethodNotAllowed));
+    }
     let path = match paths::normalize(request.uri().path()) {
         Ok(path) => path.into_owned(),
         Err(error) => return ("other", Err(ApiError::InvalidRequest(error.to_string()))),
@@ -245,7 +249,7 @@ async fn forward(
     path: &str,
     route: Arc<UpstreamRoute>,
 ) -> Result<Response<Body>, ApiError> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let public = route.public
         || app
             .config
@@ -291,22 +295,41 @@ async fn forward(
         }
     }
     let exporting = app.config.otlp_endpoint.is_some();
-    async {
-        app.proxy
-            .forward(
-                http::Request::from_parts(parts, body),
-                Forwarding {
-                    route: &route,
-                    path,
-                    identity: identity.as_ref(),
-                    client: &ctx.client,
-                    trace: exporting.then(TraceHeaders::of_current_span),
-                },
-            )
-            .await
+    let forwarding = Forwarding {
+        route: &route,
+        path,
+        identity: identity.as_ref(),
+        client: &ctx.client,
+        trace: exporting.then(TraceHeaders::of_current_span),
+    };
+    if websocket::is_websocket_upgrade(&parts.method, &parts.headers) {
+        let watched = websocket::Watched {
+            revocations: app.revocations.clone(),
+            store: app.store.clone(),
+            idle_timeout: app.config.session_idle_timeout,
+            draining: app.draining.subscribe(),
+            session: identity
+                .as_ref()
+                .map(|identity| identity.claims.sid.clone()),
+        };
+        // The tunnel keeps the client connection's slot: tunnels count
+        // against --max-connections for as long as they live.
+        let slot = parts.extensions.remove::<ConnectionSlot>();
+        let request = http::Request::from_parts(parts, body);
+        return app
+            .proxy
+            .open_tunnel(request, forwarding, watched, slot)
+            .await;
     }
-    // Debug level: it costs nothing unless the spans are exported (or
-    // RUST_LOG asks for it).
-    .instrument(tracing::debug_span!("upstream", upstream = %route.prefix))
-    .await
+    app.proxy
+        .forward(http::Request::from_parts(parts, body), forwarding)
+        // Debug level: it costs nothing unless the spans are exported (or
+        // RUST_LOG asks for it).
+        .instrument(tracing::debug_span!("upstream", upstream = %route.prefix))
+        .await
 }
+
+/// A client connection's place among the `--max-connections`, carried by
+/// each of its requests so that a WebSocket tunnel can keep it.
+#[derive(Clone)]
+pub struct ConnectionSlot(pub Arc<tokio::sync::OwnedSemaphorePermit>);

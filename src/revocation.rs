@@ -13,12 +13,14 @@
 
 mod feed;
 
-use std::sync::Weak;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use moka::sync::Cache;
+use tokio::sync::Notify;
 
 use self::feed::RevocationLog;
 pub use self::feed::{FeedCursor, FeedPage, InvalidCursor};
@@ -38,6 +40,9 @@ pub struct Revocations {
     cursor: AtomicI64,
     /// The same revocations in order of time, for the feed.
     log: RevocationLog,
+    /// Long-lived connections (WebSocket tunnels) told of their session's
+    /// revocation.
+    watchers: Watchers,
 }
 
 impl Revocations {
@@ -52,6 +57,7 @@ impl Revocations {
                 .build_with_hasher(RandomState::default()),
             cursor: AtomicI64::new(since.get()),
             log: RevocationLog::new(token_lifetime, since),
+            watchers: Watchers::default(),
         }
     }
 
@@ -62,6 +68,17 @@ impl Revocations {
     pub fn insert(&self, session: &SessionId) {
         self.revoked.insert(session.clone(), ());
         self.log.record_local(session, UnixMillis::now());
+        self.watchers.fire(session);
+    }
+
+    /// A signal that fires when `session` is revoked (at once if it already
+    /// is). Costs one map entry per watched session until dropped.
+    pub fn watch(&self, session: &SessionId) -> SessionWatch<'_> {
+        let watch = self.watchers.watch(session);
+        if self.is_revoked(session) {
+            watch.signal.fire();
+        }
+        watch
     }
 
     pub fn insert_all(&self, sessions: &[SessionId]) {
@@ -113,5 +130,112 @@ impl Revocations {
                 }
             }
         });
+    }
+}
+
+/// The sessions someone waits on, each with one shared signal.
+#[derive(Default)]
+struct Watchers {
+    by_session: Mutex<HashMap<SessionId, Weak<Signal>>>,
+}
+
+#[derive(Default)]
+struct Signal {
+    notify: Notify,
+    fired: AtomicBool,
+}
+
+impl Signal {
+    fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
+
+/// Waits for one session's revocation; stops watching when dropped.
+pub struct SessionWatch<'a> {
+    watchers: &'a Watchers,
+    session: SessionId,
+    signal: Arc<Signal>,
+}
+
+impl SessionWatch<'_> {
+    /// Completes once the session is revoked.
+    pub async fn revoked(&self) {
+        loop {
+            let notified = self.signal.notify.notified();
+            if self.signal.fired.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for SessionWatch<'_> {
+    fn drop(&mut self) {
+        let mut by_session = self.watchers.lock();
+        // The last watcher of a session takes its entry with it.
+        if Arc::strong_count(&self.signal) == 1 {
+            by_session.remove(&self.session);
+        }
+    }
+}
+
+impl Watchers {
+    fn watch(&self, session: &SessionId) -> SessionWatch<'_> {
+        let mut by_session = self.lock();
+        let signal = match by_session.get(session).and_then(Weak::upgrade) {
+            Some(signal) => signal,
+            None => {
+                let signal = Arc::new(Signal::default());
+                by_session.insert(session.clone(), Arc::downgrade(&signal));
+                signal
+            }
+        };
+        SessionWatch {
+            watchers: self,
+            session: session.clone(),
+            signal,
+        }
+    }
+
+    fn fire(&self, session: &SessionId) {
+        let signal = self.lock().get(session).and_then(Weak::upgrade);
+        if let Some(signal) = signal {
+            signal.fire();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Weak<Signal>>> {
+        self.by_session
+            .lock()
+            .expect("the watchers lock is never poisoned")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watch_fires_on_revocation_and_cleans_up_after_itself() {
+        let revocations = Revocations::new(Duration::from_secs(60));
+        let session = SessionId::new_random();
+        let first = revocations.watch(&session);
+        let second = revocations.watch(&session);
+        revocations.insert(&session);
+        tokio::time::timeout(Duration::from_secs(1), first.revoked())
+            .await
+            .expect("fired");
+        tokio::time::timeout(Duration::from_secs(1), second.revoked())
+            .await
+            .expect("fired for every watcher");
+        drop((first, second));
+        assert!(revocations.watchers.lock().is_empty());
+        let late = revocations.watch(&session);
+        tokio::time::timeout(Duration::from_secs(1), late.revoked())
+            .await
+            .expect("a session revoked before the watch fires at once");
     }
 }

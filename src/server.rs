@@ -30,7 +30,7 @@ use crate::app::App;
 use crate::body::BoxError;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::pipeline::{self, Listener};
+use crate::pipeline::{self, ConnectionSlot, Listener};
 use crate::routes::X_REQUEST_ID;
 
 mod activity;
@@ -155,9 +155,9 @@ pub async fn run(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES);
     let builder = Arc::new(builder);
-    // Every connection holds a receiver: `send` asks them to finish, and
-    // `closed` completes once the last one has.
-    let (draining, on_drain) = watch::channel(false);
+    // Every connection (and tunnel) holds a receiver: `send` asks them to
+    // finish, and `closed` completes once the last one has.
+    let on_drain = app.draining.subscribe();
     let connections = Arc::new(Semaphore::new(app.config.max_connections));
     let mut accept_loops = JoinSet::new();
     let mut listeners_by_kind = vec![(listeners.public, Listener::Public)];
@@ -178,9 +178,9 @@ pub async fn run(
     accept_loops.shutdown().await;
     drop(on_drain);
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
-    let _ = draining.send(true);
+    app.draining.send_replace(true);
     tokio::select! {
-        () = draining.closed() => tracing::info!("all connections closed"),
+        () = app.draining.closed() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!(
             grace_s = SHUTDOWN_GRACE.as_secs(),
             "shutdown grace period ran out; dropping the remaining connections"
@@ -236,13 +236,14 @@ async fn serve_connection(
     kind: Listener,
     app: Arc<App>,
     mut on_drain: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
+    let slot = ConnectionSlot(Arc::new(permit));
     // An idle connection may be waiting on a slow upstream: allow for that.
     let idle_timeout = KEEP_ALIVE_IDLE_TIMEOUT.max(app.config.upstream_timeout * 2);
     let activity = Activity::new();
     let io = TokioIo::new(Tracked::new(stream, activity.clone()));
-    let service = TowerToHyperService::new(service(app, kind, peer));
+    let service = TowerToHyperService::new(service(app, kind, peer, slot));
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     // One timer per connection, re-armed to the moment it would next count
@@ -292,6 +293,7 @@ fn service(
     app: Arc<App>,
     kind: Listener,
     peer: SocketAddr,
+    slot: ConnectionSlot,
 ) -> impl tower::Service<
     Request<Incoming>,
     Response = Response<ResponseBody>,
@@ -310,8 +312,9 @@ fn service(
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("a request handler panicked")).into_response()
         }))
-        .service_fn(move |request: Request<Incoming>| {
+        .service_fn(move |mut request: Request<Incoming>| {
             let app = app.clone();
+            request.extensions_mut().insert(slot.clone());
             // Boxed: hyper keeps room for one service future per connection,
             // idle or not, so it is kept to a pointer's size.
             Box::pin(async move {

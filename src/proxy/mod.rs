@@ -5,6 +5,7 @@
 
 mod headers;
 mod upstream;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,25 +165,7 @@ impl Proxy {
         if declared_length.is_some_and(|length| length > self.max_body) {
             return Err(ApiError::PayloadTooLarge);
         }
-
-        let client_host = parts
-            .uri
-            .authority()
-            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
-            .or_else(|| parts.headers.get(HOST).cloned());
-        parts.uri = route.upstream_uri(&parts.uri, forwarding.path)?;
-        headers::prepare_request(
-            &mut parts.headers,
-            &Forwarded {
-                identity: forwarding.identity,
-                client: forwarding.client,
-                client_host,
-                upgrade: None,
-                trace: forwarding.trace.as_ref(),
-            },
-        );
-        parts.headers.insert(HOST, route.host.clone());
-        parts.version = http::Version::HTTP_11;
+        route.prepare(&mut parts, &forwarding, None)?;
 
         // Counted while streaming: a chunked body over the limit fails the
         // upstream request as soon as it crosses it. A client that stops
@@ -225,7 +208,101 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Forwards a WebSocket handshake on a connection of its own and, once
+    /// the upstream switches protocols, relays the two connections until
+    /// either side closes or `watched` says the tunnel must close. `keep`
+    /// lives as long as the tunnel (the client connection's slot).
+    pub async fn open_tunnel<K: Send + 'static>(
+        &self,
+        mut request: Request<Incoming>,
+        forwarding: Forwarding<'_>,
+        watched: websocket::Watched,
+        keep: K,
+    ) -> Result<Response<Body>, ApiError> {
+        let route = forwarding.route;
+        let client_upgrade = hyper::upgrade::on(&mut request);
+        let (mut parts, _) = request.into_parts();
+        let upgrade = parts.headers.get(http::header::UPGRADE).cloned();
+        route.prepare(&mut parts, &forwarding, upgrade)?;
+        let handshake = Request::from_parts(parts, empty_body());
+
+        let exchange = async {
+            let mut sender = route.upstream.connect_for_upgrade().await?;
+            sender
+                .send_request(handshake)
+                .await
+                .map_err(upstream::UpstreamError::Request)
+        };
+        let mut response = match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => return Err(ApiError::GatewayTimeout),
+            Ok(Err(error)) => return Err(ApiError::BadGateway(describe(&error))),
+            Ok(Ok(response)) => response,
+        };
+        if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            // The upstream refused the upgrade: its answer is the answer.
+            let (mut parts, body) = response.into_parts();
+            headers::prepare_response(&mut parts.headers, false);
+            return Ok(Response::from_parts(
+                parts,
+                TimeoutBody::new(self.timeout, body).boxed_unsync(),
+            ));
+        }
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::join!(client_upgrade, upstream_upgrade) {
+                (Ok(client), Ok(upstream)) => {
+                    websocket::relay(client, upstream, watched, keep).await;
+                }
+                (client, upstream) => tracing::debug!(
+                    client_ok = client.is_ok(),
+                    upstream_ok = upstream.is_ok(),
+                    "a WebSocket upgrade did not complete"
+                ),
+            }
+        });
+        let (mut parts, _) = response.into_parts();
+        headers::prepare_response(&mut parts.headers, true);
+        Ok(Response::from_parts(parts, empty_body()))
+    }
+}
+
+fn empty_body() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
 impl UpstreamRoute {
+    /// Turns the client's request head into the upstream's: its target
+    /// (origin-form), the header rules, and the upstream's own `Host`.
+    fn prepare(
+        &self,
+        parts: &mut http::request::Parts,
+        forwarding: &Forwarding<'_>,
+        upgrade: Option<HeaderValue>,
+    ) -> Result<(), ApiError> {
+        let client_host = parts
+            .uri
+            .authority()
+            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
+            .or_else(|| parts.headers.get(HOST).cloned());
+        parts.uri = self.upstream_uri(&parts.uri, forwarding.path)?;
+        headers::prepare_request(
+            &mut parts.headers,
+            &Forwarded {
+                identity: forwarding.identity,
+                client: forwarding.client,
+                client_host,
+                upgrade,
+                trace: forwarding.trace.as_ref(),
+            },
+        );
+        parts.headers.insert(HOST, self.host.clone());
+        parts.version = http::Version::HTTP_11;
+        Ok(())
+    }
+
     /// Whether the upstream accepts a connection within a second.
     pub async fn reachable(&self) -> bool {
         let authority = self.upstream.authority();

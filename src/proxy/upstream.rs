@@ -159,6 +159,13 @@ impl Upstream {
         }
     }
 
+    /// Opens a connection for an upgrade (WebSocket): the request's own,
+    /// never pooled, and outside the pool's bound (tunnels are bounded by
+    /// the client connections they come from).
+    pub async fn connect_for_upgrade(&self) -> Result<Sender, UpstreamError> {
+        self.connect(true).await
+    }
+
     /// An idle connection, or a new one when there is room, or the next one
     /// to come back.
     async fn checkout(self: &Arc<Self>) -> Result<Sender, UpstreamError> {
@@ -193,14 +200,14 @@ impl Upstream {
     /// Opens a connection in room already counted in `open`; gives the room
     /// back if it cannot.
     async fn connect_reserved(&self) -> Result<Sender, UpstreamError> {
-        let connected = self.connect().await;
+        let connected = self.connect(false).await;
         if connected.is_err() {
             self.forget();
         }
         connected
     }
 
-    async fn connect(&self) -> Result<Sender, UpstreamError> {
+    async fn connect(&self, upgrades: bool) -> Result<Sender, UpstreamError> {
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -218,7 +225,12 @@ impl Upstream {
             .await
             .map_err(|error| UpstreamError::Connect(error.into()))?;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let ended = if upgrades {
+                connection.with_upgrades().await
+            } else {
+                connection.await
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%error, "upstream connection ended with an error");
             }
         });

@@ -31,7 +31,7 @@ pub use audit::{AuditAction, AuditActor, AuditEntry, AuditOutcome, AuditQuery, A
 pub use backend::Backend;
 pub use keys::{RecordedKey, SealedKey, SealedKeys};
 pub use resets::{CompletedReset, NewReset};
-pub use sessions::{NewSession, Presented, Rotation, SessionInfo, SessionOwner};
+pub use sessions::{NewSession, Presented, Rotation, SessionFate, SessionInfo, SessionOwner};
 pub use throttle::{Admission, Budget, Charge, Held, Settlement};
 pub use users::{NewUser, User, UserQuery};
 

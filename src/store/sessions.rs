@@ -45,6 +45,16 @@ pub struct SessionOwner {
     pub expires_at: UnixMillis,
 }
 
+/// What became of a session, for connections that outlive requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionFate {
+    Revoked,
+    /// Expired, or gone.
+    Ended,
+    /// Live until then, unless refreshed (which moves an idle deadline).
+    EndsAt(UnixMillis),
+}
+
 /// A refresh token presented for rotation, as the store sees it.
 pub struct Presented<'a> {
     /// The stored form of the presented token.
@@ -229,6 +239,33 @@ impl Store {
         self.bounded(async {
             let mut conn = self.pool.acquire().await?;
             Ok(live_session_owner(&mut conn, id, now).await?)
+        })
+        .await
+    }
+
+    /// What became of a session: revoked, ended, or live until a time (its
+    /// refresh lifetime, or `idle_timeout` after its last refresh, unless it
+    /// is used again).
+    pub async fn session_fate(
+        &self,
+        id: &SessionId,
+        idle_timeout: Option<Duration>,
+    ) -> StoreResult<SessionFate> {
+        self.bounded(async {
+            let row: Option<(UnixMillis, UnixMillis, Option<UnixMillis>)> = sqlx::query_as(
+                "SELECT expires_at, last_used_at, revoked_at FROM sessions WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(match row {
+                None => SessionFate::Ended,
+                Some((_, _, Some(_))) => SessionFate::Revoked,
+                Some((expires_at, last_used_at, None)) => SessionFate::EndsAt(match idle_timeout {
+                    Some(idle) => expires_at.min(last_used_at.plus(idle)),
+                    None => expires_at,
+                }),
+            })
         })
         .await
     }

@@ -34,4 +34,5 @@ mod test_ca;
 mod throttle;
 mod tokens;
 mod upstream;
+mod websocket;
 mod wellknown;
