@@ -294,13 +294,16 @@ async fn forward(
                 .check_cookie_origin(&ctx.facts(&parts.uri, &parts.headers))?;
         }
     }
+    // Debug level: it costs nothing unless the spans are exported (or
+    // RUST_LOG asks for it). The upstream's traceparent names it as parent.
+    let upstream_span = tracing::debug_span!("upstream", upstream = %route.prefix);
     let exporting = app.config.otlp_endpoint.is_some();
     let forwarding = Forwarding {
         route: &route,
         path,
         identity: identity.as_ref(),
         client: &ctx.client,
-        trace: exporting.then(TraceHeaders::of_current_span),
+        trace: exporting.then(|| upstream_span.in_scope(TraceHeaders::of_current_span)),
     };
     if websocket::is_websocket_upgrade(&parts.method, &parts.headers) {
         let watched = websocket::Watched {
@@ -323,9 +326,7 @@ async fn forward(
     }
     app.proxy
         .forward(http::Request::from_parts(parts, body), forwarding)
-        // Debug level: it costs nothing unless the spans are exported (or
-        // RUST_LOG asks for it).
-        .instrument(tracing::debug_span!("upstream", upstream = %route.prefix))
+        .instrument(upstream_span)
         .await
 }
 
