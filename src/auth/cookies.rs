@@ -121,8 +121,11 @@ pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
         .flat_map(|value| value.split(';'))
         .find_map(|pair| {
+            // RFC 6265's whitespace: a no-break space before a name makes
+            // another name, which the proxy removes all the same.
             let (key, value) = pair.split_once('=')?;
-            (key.trim() == name).then(|| value.trim().trim_matches('"'))
+            let trim = |s: &'a str| s.trim_matches([' ', '\t']);
+            (trim(key) == name).then(|| trim(value).trim_matches('"'))
         })
 }
 
@@ -201,6 +204,21 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.append(COOKIE, HeaderValue::from_static("a=1; tollgate_accessx=no"));
         headers.append(COOKIE, HeaderValue::from_static("b=2;tollgate_access=yes"));
+        assert_eq!(find_cookie(&headers, ACCESS_COOKIE), Some("yes"));
+        assert_eq!(find_cookie(&headers, REFRESH_COOKIE), None);
+    }
+
+    #[test]
+    fn names_are_trimmed_of_spaces_and_tabs_only() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            COOKIE,
+            HeaderValue::from_static("a=1;\t tollgate_access = yes "),
+        );
+        headers.append(
+            COOKIE,
+            HeaderValue::from_str("\u{a0}tollgate_refresh=no").unwrap(),
+        );
         assert_eq!(find_cookie(&headers, ACCESS_COOKIE), Some("yes"));
         assert_eq!(find_cookie(&headers, REFRESH_COOKIE), None);
     }

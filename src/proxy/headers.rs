@@ -175,10 +175,11 @@ fn remove_identity_spoofs(headers: &mut HeaderMap) {
     }
 }
 
-/// `x-auth-…` with `_` for any `-` (header names are lower-case here).
+/// `x-auth-…` with `_` for any `-` (header names are lower-case here),
+/// `x-auth-` itself included.
 fn is_identity_header(name: &str) -> bool {
     let name = name.as_bytes();
-    name.len() > 7
+    name.len() >= 7
         && name[..7]
             .iter()
             .zip(b"x-auth-")
@@ -187,9 +188,15 @@ fn is_identity_header(name: &str) -> bool {
 
 /// Removes the `tollgate_*` cookies from `Cookie`, whatever bytes the header
 /// holds (a value that is not UTF-8 must not smuggle them through); the
-/// other cookies stay, byte for byte.
+/// other cookies stay, byte for byte. A name behind whitespace that is not
+/// ASCII (a no-break space) is not one the gateway reads, but a lenient
+/// upstream parser may trim it to `tollgate_…`: it goes too.
 fn remove_gateway_cookies(headers: &mut HeaderMap) {
-    let is_ours = |pair: &[u8]| pair.trim_ascii_start().starts_with(b"tollgate_");
+    let is_ours = |pair: &[u8]| {
+        String::from_utf8_lossy(pair)
+            .trim_start()
+            .starts_with("tollgate_")
+    };
     let any_ours = headers
         .get_all(COOKIE)
         .iter()
@@ -292,5 +299,19 @@ mod tests {
         );
         remove_gateway_cookies(&mut h);
         assert_eq!(h.get(COOKIE).unwrap().as_bytes(), b"a=\xff");
+    }
+
+    #[test]
+    fn gateway_cookies_go_even_behind_whitespace_that_is_not_ascii() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            HeaderValue::from_str(
+                "a=1; \u{a0}tollgate_access=x;\u{2003}\ttollgate_refresh=y; b\u{a0}=2",
+            )
+            .unwrap(),
+        );
+        remove_gateway_cookies(&mut h);
+        assert_eq!(h.get(COOKIE).unwrap(), "a=1; b\u{a0}=2");
     }
 }

@@ -3,7 +3,7 @@
 //! connections ([`upstream`]), and streaming both ways under the size and
 //! time limits. The header rules live in [`headers`].
 
-mod headers;
+pub mod headers;
 mod upstream;
 pub mod websocket;
 

@@ -13,6 +13,7 @@ mod browser;
 mod example;
 mod faults;
 mod forward_auth;
+mod header_properties;
 mod keystore;
 mod observability;
 mod operations;

@@ -780,6 +780,28 @@ async fn the_gateways_cookies_never_pass_beside_bytes_that_are_not_utf8(backend:
     }
 }
 
+async fn the_gateways_cookies_never_pass_behind_whitespace_that_is_not_ascii(backend: Backend) {
+    let (app, upstream) = gateway(backend, &["--public-paths", "/public"]).await;
+    let tokens = app.signed_up("alice").await;
+    // Not the gateway's cookie (RFC 6265 trims spaces and tabs only), so no
+    // credential...
+    let disguised = format!("theme=dark; \u{a0}tollgate_access={}", tokens.access);
+    app.send(Method::GET, "/api/tickets", &[("cookie", &disguised)], None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(upstream.hits(), 0);
+    // ...but an upstream that trims more would read one: it never gets there.
+    let disguised = format!(
+        "theme=dark; \u{a0}tollgate_access={};\u{2003}tollgate_refresh={}",
+        tokens.access, tokens.refresh
+    );
+    let response = app
+        .send(Method::GET, "/public/page", &[("cookie", &disguised)], None)
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    assert_eq!(upstream.last().header("cookie"), Some("theme=dark"));
+}
+
 async fn x_forwarded_host_is_the_host_the_client_addressed(backend: Backend) {
     let (app, upstream) = gateway(backend, &[]).await;
     let tokens = app.signed_up("alice").await;
@@ -956,6 +978,7 @@ async fn a_bearer_of_two_words_is_an_invalid_request_everywhere(backend: Backend
 
 on_both_backends!(
     the_gateways_cookies_never_pass_beside_bytes_that_are_not_utf8,
+    the_gateways_cookies_never_pass_behind_whitespace_that_is_not_ascii,
     x_forwarded_host_is_the_host_the_client_addressed,
     url_and_method_overrides_never_reach_the_upstream,
     requests_without_exactly_one_host_are_invalid,
