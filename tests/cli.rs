@@ -647,6 +647,52 @@ async fn migrate_prepares_an_empty_database() {
     operator.run(&["migrate"]).succeeded();
 }
 
+#[tokio::test]
+async fn processes_started_at_once_on_a_new_sqlite_file_all_migrate_it() {
+    // A few rounds, each on a new file: one round alone may not race.
+    for _ in 0..3 {
+        let operator = Operator::new(Backend::Sqlite).await;
+        let children: Vec<Child> = (0..8)
+            .map(|i| {
+                let mut command = if i % 2 == 0 {
+                    operator.command(&["migrate"])
+                } else {
+                    operator.command(&["users", "add", &format!("user{i}"), "--password-stdin"])
+                };
+                let mut child = command
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("the binary starts");
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(format!("{PASSWORD}\n").as_bytes())
+                    .unwrap();
+                child
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            assert!(
+                output.status.success(),
+                "{}\nstderr: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let mut users: Vec<String> = operator
+            .users()
+            .into_iter()
+            .map(|row| row[0].clone())
+            .collect();
+        users.sort();
+        assert_eq!(users, ["user1", "user3", "user5", "user7"]);
+    }
+}
+
 async fn users_can_be_added_and_listed(backend: Backend) {
     let operator = Operator::new(backend).await;
     let added = operator.run_with_stdin(

@@ -74,6 +74,22 @@ impl Backend {
         }
     }
 
+    /// The file whose lock serialises migrations of an SQLite database:
+    /// `<database file>.lock` beside it. SQLite's own locking does not: two
+    /// processes migrating a new file at once each see no migrations table,
+    /// and one of them fails. An in-memory database belongs to one process,
+    /// and Postgres has sqlx's advisory lock.
+    pub(super) fn migration_lock_file(self, connect_url: &str) -> Option<PathBuf> {
+        match self {
+            Backend::Sqlite => sqlite_file(connect_url).map(|file| {
+                let mut lock = file.into_os_string();
+                lock.push(".lock");
+                PathBuf::from(lock)
+            }),
+            Backend::Postgres => None,
+        }
+    }
+
     pub(super) fn max_connections(self) -> u32 {
         match self {
             Backend::Postgres => 16,
@@ -132,16 +148,18 @@ impl Backend {
 /// create: read the way sqlx reads it, and `None` for in-memory databases,
 /// SQLite `file:` URIs and the modes that never create (`ro`, `rw`).
 fn sqlite_file_to_create(connect_url: &str) -> Option<PathBuf> {
-    let rest = connect_url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
-    // sqlx lets the last `mode` win.
-    let mode = params
-        .split('&')
-        .filter_map(|param| param.strip_prefix("mode="))
-        .next_back();
-    if mode != Some("rwc")
+    let (_, mode) = sqlite_database_and_mode(connect_url);
+    if mode != Some("rwc") {
+        return None;
+    }
+    sqlite_file(connect_url)
+}
+
+/// The database file of an SQLite URL, read the way sqlx reads it; `None`
+/// for in-memory databases and SQLite `file:` URIs.
+fn sqlite_file(connect_url: &str) -> Option<PathBuf> {
+    let (database, mode) = sqlite_database_and_mode(connect_url);
+    if mode == Some("memory")
         || database.is_empty()
         || database == ":memory:"
         || database.starts_with("file:")
@@ -150,6 +168,20 @@ fn sqlite_file_to_create(connect_url: &str) -> Option<PathBuf> {
     }
     let options = SqliteConnectOptions::from_str(connect_url).ok()?;
     Some(options.get_filename().to_path_buf())
+}
+
+/// The database part of an SQLite URL, and its `mode` (sqlx lets the last
+/// one win).
+fn sqlite_database_and_mode(connect_url: &str) -> (&str, Option<&str>) {
+    let rest = connect_url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    let mode = params
+        .split('&')
+        .filter_map(|param| param.strip_prefix("mode="))
+        .next_back();
+    (database, mode)
 }
 
 /// Database error codes that mean "the database cannot serve you right now"
@@ -214,6 +246,23 @@ mod tests {
         assert_eq!(file("sqlite::memory:"), None);
         assert_eq!(file("sqlite://?mode=memory"), None);
         assert_eq!(file("sqlite://t.db?mode=memory"), None);
+    }
+
+    #[test]
+    fn sqlite_files_are_migrated_under_a_lock_file_beside_them() {
+        let lock =
+            |backend: Backend, url: &str| backend.migration_lock_file(&backend.connect_url(url));
+        assert_eq!(
+            lock(Backend::Sqlite, "sqlite:///var/lib/t.db"),
+            Some(PathBuf::from("/var/lib/t.db.lock"))
+        );
+        assert_eq!(
+            lock(Backend::Sqlite, "sqlite://t.db?mode=rw"),
+            Some(PathBuf::from("t.db.lock"))
+        );
+        assert_eq!(lock(Backend::Sqlite, "sqlite::memory:"), None);
+        assert_eq!(lock(Backend::Sqlite, "sqlite://t.db?mode=memory"), None);
+        assert_eq!(lock(Backend::Postgres, "postgres://h/d"), None);
     }
 
     #[test]

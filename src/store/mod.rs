@@ -18,7 +18,11 @@ mod throttle;
 mod users;
 
 use std::future::Future;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, Transaction};
@@ -84,6 +88,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Held while migrating: see [`Backend::migration_lock_file`].
+    migration_lock: Option<PathBuf>,
 }
 
 impl Store {
@@ -116,12 +122,21 @@ impl Store {
             }
             Err(error) => anyhow::bail!("cannot connect to the database: {error}"),
         };
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            migration_lock: backend.migration_lock_file(&url),
+        })
     }
 
     /// Applies pending migrations. Safe when several instances start at once:
-    /// Postgres serialises them with an advisory lock, SQLite with its file lock.
+    /// Postgres serialises them with an advisory lock, an SQLite file with an
+    /// exclusive lock on the file beside it.
     pub async fn migrate(&self) -> anyhow::Result<()> {
+        let _lock = match &self.migration_lock {
+            Some(path) => Some(lock_exclusively(path.clone()).await?),
+            None => None,
+        };
         self.backend
             .migrator()
             .run(&self.pool)
@@ -180,3 +195,21 @@ impl Store {
 }
 
 type WriteTx = Transaction<'static, Any>;
+
+/// Opens (creating it, readable by its owner only) and locks `path`
+/// exclusively, waiting for another process that holds it. The lock goes
+/// with the file when it is dropped, and with the process if it dies.
+async fn lock_exclusively(path: PathBuf) -> anyhow::Result<std::fs::File> {
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|file| file.lock().map(|()| file));
+        file.with_context(|| format!("cannot lock {} to migrate the database", path.display()))
+    })
+    .await
+    .context("the migration lock's thread failed")?
+}
