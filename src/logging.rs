@@ -5,6 +5,13 @@
 //! the span's fields (request id, method, route, client, user id): in text
 //! after the span's name, in JSON as top-level fields of the line's object.
 //! With `--otlp-endpoint`, spans are exported too ([`crate::otel`]).
+//!
+//! A panic, in any thread or task, is one error line like any other (JSON
+//! when logs are JSON), carrying the panic's message and location and the
+//! fields of the span it happened in.
+
+use std::cell::Cell;
+use std::panic::PanicHookInfo;
 
 use anyhow::Context;
 use http::Uri;
@@ -55,8 +62,14 @@ pub fn init(
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-    // A second initialisation keeps the first.
-    let _ = subscriber(format, filter, writer, ansi, traces.as_ref()).try_init();
+    // A second initialisation keeps the first, and its panic hook.
+    if subscriber(format, filter, writer, ansi, traces.as_ref())
+        .try_init()
+        .is_ok()
+    {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| log_panic(info, &*default_hook)));
+    }
     Ok(Logging {
         _writer: guard,
         traces,
@@ -93,6 +106,56 @@ where
     let registry = tracing_subscriber::registry().with(logs);
     let export = traces.map(TraceExport::layer);
     registry.with(export)
+}
+
+thread_local! {
+    /// Set while this thread logs a panic: a panic inside logging itself
+    /// must not try to log again.
+    static LOGGING_A_PANIC: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The panic hook: the panic as one error line through the subscriber, with
+/// its message and location (and a backtrace when `RUST_BACKTRACE` asks for
+/// one), never the request's headers or body. The default hook, which
+/// writes several lines of plain text straight to stderr (breaking JSON
+/// logs, and repeating the line), runs only when that line would not be
+/// written: when error lines are filtered out, or when the panic happened
+/// while logging.
+fn log_panic(info: &PanicHookInfo<'_>, default_hook: &(dyn Fn(&PanicHookInfo<'_>) + Send + Sync)) {
+    if LOGGING_A_PANIC.get() || !tracing::enabled!(tracing::Level::ERROR) {
+        return default_hook(info);
+    }
+    LOGGING_A_PANIC.set(true);
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic without a message)");
+    let location = info
+        .location()
+        .map(|location| location.to_string())
+        .unwrap_or_default();
+    let thread = std::thread::current();
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        // Debug: its frames on one line.
+        tracing::error!(
+            panic = message,
+            location,
+            thread = thread.name(),
+            ?backtrace,
+            "panicked"
+        );
+    } else {
+        tracing::error!(
+            panic = message,
+            location,
+            thread = thread.name(),
+            "panicked"
+        );
+    }
+    LOGGING_A_PANIC.set(false);
 }
 
 #[cfg(test)]
@@ -171,6 +234,69 @@ mod tests {
             assert_eq!(access["status"], 200);
             assert_eq!(access["message"], "request");
         }
+    }
+
+    /// What the panic hook logs of a panic inside a request's span; the
+    /// line the panic is on.
+    fn log_a_panic(format: LogFormat) -> (Vec<String>, u32) {
+        let lines = Lines::default();
+        let writer = {
+            let lines = lines.clone();
+            move || lines.clone()
+        };
+        let subscriber = subscriber(format, EnvFilter::new("info"), writer, false, None);
+        // The hook is process-wide: panics of other tests meanwhile go on to
+        // the previous hook, since no subscriber is theirs.
+        let previous: Arc<dyn Fn(&PanicHookInfo<'_>) + Send + Sync> =
+            Arc::from(std::panic::take_hook());
+        std::panic::set_hook(Box::new({
+            let previous = previous.clone();
+            move |info| log_panic(info, &*previous)
+        }));
+        let mut line = 0;
+        tracing::subscriber::with_default(subscriber, || {
+            let _request = tracing::info_span!("request", request_id = "req-1").entered();
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                line = line!() + 1;
+                panic!("index {} out of range", 7);
+            }));
+            assert!(panicked.is_err());
+        });
+        let _ = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| previous(info)));
+        let bytes = lines.0.lock().unwrap().clone();
+        let lines = String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        (lines, line)
+    }
+
+    #[test]
+    fn a_panic_is_one_error_line_with_its_message_and_location() {
+        let (lines, line) = log_a_panic(LogFormat::Json);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let object: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(object["level"], "ERROR", "{object}");
+        assert_eq!(object["message"], "panicked", "{object}");
+        assert_eq!(object["panic"], "index 7 out of range", "{object}");
+        assert_eq!(object["request_id"], "req-1", "{object}");
+        let location = object["location"].as_str().unwrap();
+        assert!(
+            location.starts_with(&format!("src/logging.rs:{line}:")),
+            "{location}"
+        );
+
+        let (lines, line) = log_a_panic(LogFormat::Text);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("ERROR"), "{}", lines[0]);
+        assert!(
+            lines[0].contains("panic=\"index 7 out of range\"")
+                && lines[0].contains(&format!("src/logging.rs:{line}:")),
+            "{}",
+            lines[0]
+        );
     }
 
     #[test]
