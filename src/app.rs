@@ -206,7 +206,9 @@ fn spawn_background_tasks(app: Weak<App>) {
         let mut last_heartbeat = Instant::now();
         loop {
             interval.tick().await;
-            let Some(app) = app.upgrade() else { return };
+            let Some(app) = still_running(&app) else {
+                return;
+            };
             let changed = app.keys.changed().await;
             if !changed && last_heartbeat.elapsed() < KEY_HEARTBEAT_INTERVAL {
                 continue;
@@ -218,12 +220,20 @@ fn spawn_background_tasks(app: Weak<App>) {
                     "picked up new signing keys"
                 ),
                 Ok(()) => {}
+                Err(_) if app.store.is_closed() => return,
                 Err(error) => {
                     tracing::warn!(error = %format!("{error:#}"), "cannot reload the signing keys")
                 }
             }
         }
     });
+}
+
+/// The app, for one more round of a background loop: none once it is
+/// dropped or its store closed (shutting down), so that no loop keeps
+/// failing against a closed pool until the process exits.
+fn still_running(app: &Weak<App>) -> Option<Arc<App>> {
+    app.upgrade().filter(|app| !app.store.is_closed())
 }
 
 /// Every hour, deletes the sessions that can no longer matter: expired ones,
@@ -234,7 +244,9 @@ async fn delete_finished_sessions(app: Weak<App>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let Some(app) = app.upgrade() else { return };
+        let Some(app) = still_running(&app) else {
+            return;
+        };
         let now = UnixMillis::now();
         let revoked_before = now.minus(token_lifetime(&app.config) + SESSION_CLEANUP_INTERVAL);
         match app
@@ -244,6 +256,7 @@ async fn delete_finished_sessions(app: Weak<App>) {
         {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted finished sessions"),
+            Err(_) if app.store.is_closed() => return,
             Err(error) => tracing::warn!(%error, "cannot delete finished sessions"),
         }
     }
@@ -257,7 +270,9 @@ async fn delete_old_throttle_counters(app: Weak<App>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let Some(app) = app.upgrade() else { return };
+        let Some(app) = still_running(&app) else {
+            return;
+        };
         match app
             .store
             .delete_old_throttle_counters(throttle::LONGEST_WINDOW)
@@ -265,6 +280,7 @@ async fn delete_old_throttle_counters(app: Weak<App>) {
         {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted old login throttle counters"),
+            Err(_) if app.store.is_closed() => return,
             Err(error) => tracing::warn!(%error, "cannot delete old login throttle counters"),
         }
     }
@@ -277,7 +293,9 @@ async fn delete_old_account_records(app: Weak<App>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let Some(app) = app.upgrade() else { return };
+        let Some(app) = still_running(&app) else {
+            return;
+        };
         let now = UnixMillis::now();
         match app
             .store
@@ -286,18 +304,21 @@ async fn delete_old_account_records(app: Weak<App>) {
         {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted audit rows past the retention"),
+            Err(_) if app.store.is_closed() => return,
             Err(error) => tracing::warn!(%error, "cannot delete old audit rows"),
         }
         // Expired tokens are refused by the confirmation itself; they are
         // kept a day longer, harmless (hashed, refused), so that the
         // cleanup never decides what the confirmation answers.
         let expired_before = now.minus(Duration::from_secs(86_400));
-        if let Err(error) = app
+        match app
             .store
             .delete_expired_password_resets(expired_before)
             .await
         {
-            tracing::warn!(%error, "cannot delete expired password-reset tokens");
+            Ok(_) => {}
+            Err(_) if app.store.is_closed() => return,
+            Err(error) => tracing::warn!(%error, "cannot delete expired password-reset tokens"),
         }
     }
 }

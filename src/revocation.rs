@@ -113,7 +113,8 @@ impl Revocations {
         self.log.read(since, UnixMillis::now())
     }
 
-    /// Polls every [`POLL_INTERVAL`] until the owner is dropped.
+    /// Polls every [`POLL_INTERVAL`] until the owner is dropped or the
+    /// store closed.
     pub fn spawn_poller<T: Send + Sync + 'static>(
         owner: Weak<T>,
         revocations: impl Fn(&T) -> (&Revocations, &Store) + Send + 'static,
@@ -125,8 +126,16 @@ impl Revocations {
                 interval.tick().await;
                 let Some(owner) = owner.upgrade() else { return };
                 let (revocations, store) = revocations(&owner);
-                if let Err(error) = revocations.poll(store).await {
-                    tracing::warn!(%error, "cannot poll for revoked sessions; keeping the known ones");
+                if store.is_closed() {
+                    return;
+                }
+                match revocations.poll(store).await {
+                    Ok(_) => {}
+                    // Closed while polling: shutting down, nothing to report.
+                    Err(_) if store.is_closed() => return,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot poll for revoked sessions; keeping the known ones")
+                    }
                 }
             }
         });

@@ -164,6 +164,13 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// Whether [`Store::close`] was called (it may still be waiting for
+    /// in-flight queries): the background loops stop then, instead of
+    /// failing against a closed pool until the process exits.
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
+
     /// Runs one store operation under the overall deadline.
     async fn bounded<T>(&self, operation: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
         match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {

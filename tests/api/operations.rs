@@ -359,3 +359,52 @@ on_both_backends!(
     metrics_are_prometheus_text_with_the_tollgate_prefix,
     the_debug_endpoint_explains_without_echoing_secrets,
 );
+
+/// Log lines written to memory.
+#[derive(Clone, Default)]
+struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// On one thread (the default test runtime), so that the gateway's
+/// background tasks log to this test's subscriber.
+#[tokio::test]
+async fn background_loops_stop_quietly_once_the_store_is_closed() {
+    let lines = Lines::default();
+    let subscriber = tollgate::logging::subscriber(
+        tollgate::config::LogFormat::Text,
+        tracing_subscriber::EnvFilter::new("warn"),
+        {
+            let lines = lines.clone();
+            move || lines.clone()
+        },
+        false,
+        None,
+    );
+    let _logs = tracing::subscriber::set_default(subscriber);
+    let gateway = Deployment::new(Backend::Sqlite)
+        .await
+        .with_keys_in_the_database()
+        .spawn(&[])
+        .await;
+    // What shutting down does while the app is still held (by the SIGHUP
+    // handler, by connections still draining, by the trace export).
+    gateway.app.store.close().await;
+    // Hours of polling, pruning and key checks go by at once.
+    tokio::time::pause();
+    tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+    let logged = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let first: Vec<&str> = logged.lines().take(3).collect();
+    assert!(
+        first.is_empty(),
+        "the background loops kept going: {first:#?}"
+    );
+}
