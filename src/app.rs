@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::audit::AuditTrail;
+use crate::audit::{AuditTrail, Event, Origin};
 use crate::auth::Authenticator;
 use crate::auth::cookies::CookiePolicy;
 use crate::auth::keydb::DatabaseKeys;
@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::password_reset::PasswordResets;
 use crate::proxy::Proxy;
 use crate::revocation::Revocations;
-use crate::store::Store;
+use crate::store::{AuditAction, Store};
 use crate::throttle::{self, LoginThrottle};
 use crate::time::UnixMillis;
 
@@ -69,11 +69,19 @@ impl App {
         let store = Store::connect(&config.database_url).await?;
         store.migrate().await?;
 
+        let metrics = Metrics::new();
+        let audit = AuditTrail::new(store.clone(), metrics.audit_write_failures.clone());
+
         let key_store = open_key_store(&config, Some(&store))?;
         if key_store
             .generate_if_empty(KeyAlg::EdDSA, UnixMillis::now())
             .await?
         {
+            // By the gateway itself: no actor.
+            for key in key_store.records().await? {
+                let event = Event::new(AuditAction::KeyGenerated).on_key(&key.kid);
+                audit.record(&Origin::default(), event).await;
+            }
             match &key_store {
                 KeyStore::Dir(dir) => tracing::warn!(
                     keys_dir = %dir.path().display(),
@@ -106,8 +114,6 @@ impl App {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
         };
-        let metrics = Metrics::new();
-        let audit = AuditTrail::new(store.clone(), metrics.audit_write_failures.clone());
         let mailer = Mailer::start(
             &config.mail,
             config.public_url.as_ref(),

@@ -4,9 +4,10 @@
 //! deleted in the background (`app`).
 
 use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
 
 use crate::domain::UserId;
-use crate::store::{AuditAction, AuditActor, AuditOutcome, AuditRecord, Store};
+use crate::store::{AuditAction, AuditActor, AuditEntry, AuditOutcome, AuditRecord, Store};
 use crate::time::UnixMillis;
 
 /// Where an event came from: a request (its client address and request id)
@@ -60,6 +61,12 @@ impl Event {
         self
     }
 
+    /// Done by this user, when known.
+    pub fn by_maybe(mut self, user: Option<&UserId>) -> Event {
+        self.actor = user.map(|user| AuditActor::User(user.clone()));
+        self
+    }
+
     /// About this user, when known (an unknown username is recorded as no
     /// target: what a stranger typed is not worth keeping).
     pub fn on_maybe(mut self, user: Option<&UserId>) -> Event {
@@ -109,6 +116,36 @@ impl AuditTrail {
                 %error,
                 "cannot write the audit trail"
             );
+        }
+    }
+}
+
+/// One row as the admin API and `tollgate audit --json` show it: the
+/// contract's `{time, action, outcome, actor, target, ip, request_id}`.
+#[derive(Debug, Serialize)]
+pub struct AuditView {
+    /// RFC 3339, UTC, to the millisecond.
+    pub time: String,
+    pub action: String,
+    pub outcome: String,
+    /// A user id, `cli`, or null for an anonymous caller.
+    pub actor: Option<String>,
+    /// The user id (or, for key events, the key id) the event is about.
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl From<AuditEntry> for AuditView {
+    fn from(entry: AuditEntry) -> AuditView {
+        AuditView {
+            time: entry.time.rfc3339_millis(),
+            action: entry.action,
+            outcome: entry.outcome,
+            actor: entry.actor,
+            target: entry.target,
+            ip: entry.ip,
+            request_id: entry.request_id,
         }
     }
 }

@@ -59,6 +59,13 @@ impl UnixMillis {
         let time = UNIX_EPOCH + Duration::from_millis(self.0.max(0) as u64);
         humantime::format_rfc3339_seconds(time).to_string()
     }
+
+    /// As an RFC 3339 timestamp, to the millisecond: events that follow each
+    /// other within a second keep their order.
+    pub fn rfc3339_millis(self) -> String {
+        let time = UNIX_EPOCH + Duration::from_millis(self.0.max(0) as u64);
+        humantime::format_rfc3339_millis(time).to_string()
+    }
 }
 
 impl fmt::Display for UnixMillis {

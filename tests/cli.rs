@@ -1328,3 +1328,175 @@ async fn the_samesite_warning_follows_the_public_suffix_list() {
     assert!(!warned(&one_site), "{:#?}", one_site.log);
     one_site.terminate();
 }
+
+/// `tollgate audit --json <extra>`: its rows, newest first.
+fn audit_rows(operator: &Operator, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["audit", "--json"];
+    args.extend(extra);
+    operator
+        .run(&args)
+        .succeeded()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect()
+}
+
+fn actions(rows: &[Value]) -> Vec<&str> {
+    rows.iter()
+        .map(|row| row["action"].as_str().unwrap())
+        .collect()
+}
+
+async fn the_audit_command_shows_what_the_command_line_did(backend: Backend) {
+    let operator = Operator::new(backend).await.with_keys_in_the_database();
+    operator.run(&["keys", "generate"]).succeeded();
+    operator.run(&["keys", "rotate"]).succeeded();
+    // Retired long ago: prunable.
+    let store = operator.store().await;
+    let mut stored = store.sealed_keys().await.unwrap();
+    for key in &mut stored.keys {
+        if key.state == "retired" {
+            key.retired_at = Some(UnixMillis::new(1));
+        }
+    }
+    store
+        .replace_sealed_keys(stored.generation, stored.token_lifetime_ms, &stored.keys)
+        .await
+        .unwrap();
+    operator.run(&["keys", "prune"]).succeeded();
+    operator.add_user("alice");
+    operator.add_user("bob");
+    operator.run(&["users", "disable", "alice"]).succeeded();
+    operator.run(&["users", "enable", "alice"]).succeeded();
+    operator
+        .run_with_stdin(
+            &["users", "set-password", "alice", "--password-stdin"],
+            &format!("{NEW_PASSWORD}\n"),
+        )
+        .succeeded();
+    operator
+        .run(&["sessions", "revoke", "--user", "alice"])
+        .succeeded();
+
+    let rows = audit_rows(&operator, &[]);
+    assert_eq!(
+        actions(&rows),
+        [
+            "session_revoked",
+            "password_changed",
+            "user_enabled",
+            "user_disabled",
+            "user_added",
+            "user_added",
+            "key_pruned",
+            "key_rotated",
+            "key_generated",
+            "key_generated",
+        ]
+    );
+    let alice = user(&store, "alice").await.id.to_string();
+    let bob = user(&store, "bob").await.id.to_string();
+    for row in &rows {
+        assert_eq!(row["actor"], "cli", "{row}");
+        assert_eq!(row["outcome"], "ok", "{row}");
+        assert!(row["ip"].is_null() && row["request_id"].is_null(), "{row}");
+        let fields: Vec<&String> = row.as_object().unwrap().keys().collect();
+        assert_eq!(
+            fields,
+            [
+                "action",
+                "actor",
+                "ip",
+                "outcome",
+                "request_id",
+                "target",
+                "time"
+            ]
+        );
+    }
+    assert_eq!(rows[5]["target"], alice.as_str());
+    assert_eq!(rows[4]["target"], bob.as_str());
+    let keys = operator.keys();
+    let active = keys.iter().find(|key| key.state == "active").unwrap();
+    assert_eq!(rows[7]["target"], active.kid.as_str());
+    let text = serde_json::to_string(&rows).unwrap();
+    assert!(!text.contains(PASSWORD) && !text.contains(NEW_PASSWORD));
+
+    // Only alice's rows, newest first.
+    assert_eq!(
+        actions(&audit_rows(&operator, &["--user", "ALICE"])),
+        [
+            "session_revoked",
+            "password_changed",
+            "user_enabled",
+            "user_disabled",
+            "user_added",
+        ]
+    );
+    let unknown = operator.run(&["audit", "--user", "nobody"]);
+    assert!(unknown.failed_in_one_line().contains("nobody"));
+
+    // The key rows, moved two hours back, are older than --since 1h.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&operator.database.url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET at = at - 7200000 WHERE action LIKE 'key_%'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(audit_rows(&operator, &["--since", "1h"]).len(), 6);
+    assert_eq!(audit_rows(&operator, &["--since", "3h"]).len(), 10);
+    let bad = operator.run(&["audit", "--since", "yesterday"]);
+    assert!(bad.failed_in_one_line().contains("yesterday"));
+
+    // The table: a header, then one line per row with usernames for ids.
+    let table = operator.run(&["audit", "--user", "bob"]);
+    let lines: Vec<&str> = table.succeeded().lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "time",
+            "action",
+            "outcome",
+            "actor",
+            "target",
+            "ip",
+            "request_id"
+        ]
+    );
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let fields: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(fields[1..], ["user_added", "ok", "cli", "bob", "-", "-"]);
+}
+
+#[tokio::test]
+async fn the_audit_command_shows_what_the_command_line_did_on_postgres() {
+    the_audit_command_shows_what_the_command_line_did(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn the_audit_command_shows_what_the_command_line_did_on_sqlite() {
+    the_audit_command_shows_what_the_command_line_did(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn key_commands_on_a_keys_directory_write_the_trail_when_the_database_exists() {
+    let operator = Operator::new(Backend::Sqlite).await;
+    // No database yet: the keys are made, the trail is not (nor the file).
+    let generated = operator.run(&["keys", "generate"]);
+    generated.succeeded();
+    assert!(
+        generated.stderr.contains("audit trail was not written"),
+        "{}",
+        generated.stderr
+    );
+    operator.run(&["migrate"]).succeeded();
+    operator.run(&["keys", "rotate"]).succeeded();
+    operator.run(&["--rotate-key"]).succeeded();
+    assert_eq!(
+        actions(&audit_rows(&operator, &[])),
+        ["key_rotated", "key_rotated"]
+    );
+}

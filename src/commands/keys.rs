@@ -6,14 +6,15 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use super::open_store;
+use super::{audit, open_store};
 use crate::app::{open_key_store, token_lifetime};
+use crate::audit::Event;
 use crate::auth::keydir::KeyDir;
 use crate::auth::keyset::HELD_SLACK;
 use crate::auth::keystore::{KeyAlg, KeyRecord, KeyState, KeyStore, ROTATION_PICKUP_MARGIN};
 use crate::cli::KeysCommand;
 use crate::config::{Config, KeyStoreConfig};
-use crate::store::Store;
+use crate::store::{AuditAction, Store};
 use crate::time::UnixMillis;
 
 pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
@@ -23,17 +24,24 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let (keys, store) = key_store(config).await?;
     match command {
         KeysCommand::Generate { alg } => {
-            if keys.generate_if_empty(alg, UnixMillis::now()).await? {
+            let generated = keys.generate_if_empty(alg, UnixMillis::now()).await?;
+            let records = keys.records().await?;
+            if generated {
                 println!(
                     "created an active and a next {} key in {keys}",
                     alg.as_str()
                 );
+                let events = records
+                    .iter()
+                    .map(|key| Event::new(AuditAction::KeyGenerated).on_key(&key.kid))
+                    .collect();
+                audit::record_beside(config, store.as_ref(), events).await;
             } else {
                 println!("keys already exist in {keys}; nothing to do");
             }
-            print_keys(&keys.records().await?);
+            print_keys(&records);
         }
-        KeysCommand::Rotate { alg } => rotate_in(&keys, alg).await?,
+        KeysCommand::Rotate { alg } => rotate_in(config, &keys, store.as_ref(), alg).await?,
         KeysCommand::List => print_keys(&keys.records().await?),
         KeysCommand::Prune => {
             // A key retired longer ago than a token lives carries no live
@@ -47,6 +55,11 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 Some(store) => Ok(store),
                 None => open_store(config).await,
             };
+            let events = pruned
+                .iter()
+                .map(|kid| Event::new(AuditAction::KeyPruned).on_key(kid))
+                .collect();
+            audit::record_beside(config, store.as_ref().ok(), events).await;
             match store {
                 Ok(store) => {
                     let forgotten = store.delete_recorded_keys(live_since, HELD_SLACK).await?;
@@ -62,12 +75,23 @@ pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
 
 /// `next` becomes `active`, `active` retires, a new `next` is made.
 pub async fn rotate(config: &Config, alg: Option<KeyAlg>) -> anyhow::Result<()> {
-    let (keys, _store) = key_store(config).await?;
-    rotate_in(&keys, alg).await
+    let (keys, store) = key_store(config).await?;
+    rotate_in(config, &keys, store.as_ref(), alg).await
 }
 
-async fn rotate_in(keys: &KeyStore, alg: Option<KeyAlg>) -> anyhow::Result<()> {
+async fn rotate_in(
+    config: &Config,
+    keys: &KeyStore,
+    store: Option<&Store>,
+    alg: Option<KeyAlg>,
+) -> anyhow::Result<()> {
     let records = keys.rotate(alg, UnixMillis::now()).await?;
+    let events = records
+        .iter()
+        .filter(|key| key.state == KeyState::Active)
+        .map(|key| Event::new(AuditAction::KeyRotated).on_key(&key.kid))
+        .collect();
+    audit::record_beside(config, store, events).await;
     match keys {
         KeyStore::Dir(_) => println!("rotated the keys in {keys}"),
         KeyStore::Database(_) => println!(

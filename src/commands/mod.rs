@@ -2,6 +2,7 @@
 //! stdout; failures come back as errors for `main` to print as one line.
 //! `serve` itself lives beside the server.
 
+mod audit;
 mod keys;
 mod probe;
 mod token;
@@ -12,10 +13,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
+use crate::audit::Event;
 use crate::cli::{Command, SessionsCommand, TokenCommand};
 use crate::config::{Config, redact_url};
 use crate::domain::Password;
-use crate::store::Store;
+use crate::store::{AuditAction, Store};
 
 pub async fn run(
     command: Option<Command>,
@@ -38,6 +40,8 @@ pub async fn run(
             let store = open_store(&config).await?;
             let user = users::find(&store, &user).await?;
             let revoked = store.revoke_user_sessions(&user.id, None).await?;
+            let event = Event::new(AuditAction::SessionRevoked).on(&user.id);
+            audit::record(&store, event).await;
             println!("revoked {} session(s) of {}", revoked.len(), user.username);
         }
         Command::Token(TokenCommand::Inspect { jwt }) => {
@@ -47,7 +51,7 @@ pub async fn run(
             let password = read_password(args.password_stdin, false)?;
             return probe::run(args, password).await;
         }
-        Command::Audit(_) => bail!("the audit trail is not recorded yet"),
+        Command::Audit(args) => audit::run(&config, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,12 +2,13 @@
 
 use anyhow::Context;
 
-use super::{open_store, read_password};
+use super::{audit, open_store, read_password};
+use crate::audit::Event;
 use crate::auth::password::Passwords;
 use crate::cli::UsersCommand;
 use crate::config::Config;
 use crate::domain::{Email, Role, Roles, Username};
-use crate::store::{NewUser, Store, StoreError, User};
+use crate::store::{AuditAction, NewUser, Store, StoreError, User};
 use crate::time::UnixMillis;
 
 pub async fn run(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
@@ -43,6 +44,7 @@ pub async fn run(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
                     StoreError::EmailTaken => email_taken(email.as_ref()),
                     other => other.into(),
                 })?;
+            audit::record(&store, Event::new(AuditAction::UserAdded).on(&user.id)).await;
             println!("created user {} ({})", user.username, user.id);
         }
         UsersCommand::SetPassword {
@@ -55,6 +57,8 @@ pub async fn run(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
             let revoked = store
                 .change_password(&user.id, &password_hash, None)
                 .await?;
+            let event = Event::new(AuditAction::PasswordChanged).on(&user.id);
+            audit::record(&store, event).await;
             println!(
                 "changed the password of {}; revoked {} session(s)",
                 user.username,
@@ -66,6 +70,7 @@ pub async fn run(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
             let revoked = store
                 .set_disabled(&user.id, true, UnixMillis::now())
                 .await?;
+            audit::record(&store, Event::new(AuditAction::UserDisabled).on(&user.id)).await;
             println!(
                 "disabled {}; revoked {} session(s)",
                 user.username,
@@ -77,6 +82,7 @@ pub async fn run(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
             store
                 .set_disabled(&user.id, false, UnixMillis::now())
                 .await?;
+            audit::record(&store, Event::new(AuditAction::UserEnabled).on(&user.id)).await;
             println!("enabled {}", user.username);
         }
         UsersCommand::SetEmail { username, email } => {

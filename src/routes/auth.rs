@@ -5,8 +5,9 @@ use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::{Request, parse_json, parse_optional_json, read_body};
+use super::{Request, audit_origin, parse_json, parse_optional_json, read_body};
 use crate::app::App;
+use crate::audit::Event;
 use crate::auth::cookies::{REFRESH_COOKIE, find_cookie};
 use crate::auth::password::Verification;
 use crate::auth::refresh::{self, hash_refresh_token, new_refresh_token};
@@ -16,7 +17,10 @@ use crate::body::{Body, json, no_content};
 use crate::domain::{Email, Password, Roles, Secret, SessionId, UserId, Username};
 use crate::error::ApiError;
 use crate::pipeline::{RequestContext, authenticate, note_user, note_user_id};
-use crate::store::{NewSession, NewUser, Presented, Rotation, SessionOwner, StoreError, User};
+use crate::store::{
+    AuditAction, AuditOutcome, NewSession, NewUser, Presented, Rotation, SessionOwner, StoreError,
+    User,
+};
 use crate::time::{UnixMillis, UnixSeconds};
 
 #[derive(Deserialize)]
@@ -109,12 +113,21 @@ pub async fn register(
         .email
         .map(|email| Email::parse(&email).map_err(|e| invalid("email", e)))
         .transpose()?;
+    let origin = audit_origin(ctx);
+    let event = Event::new(AuditAction::Register);
     // Each registration costs a password hash: it counts against the
     // address's attempts like a login.
-    app.throttle.registration(ctx.client.address).await?;
+    if let Err(error) = app.throttle.registration(ctx.client.address).await {
+        if error.is_limited() {
+            app.audit
+                .record(&origin, event.outcome(AuditOutcome::Throttled))
+                .await;
+        }
+        return Err(error.into());
+    }
     let password_hash = app.passwords.hash(&password).await?;
     let now = UnixMillis::now();
-    let user = app
+    let created = app
         .store
         .create_user(NewUser {
             username: &username,
@@ -123,14 +136,27 @@ pub async fn register(
             roles: Roles::default(),
             now,
         })
-        .await
-        .map_err(|error| match error {
-            StoreError::Conflict => ApiError::UsernameTaken,
-            StoreError::EmailTaken => ApiError::EmailTaken,
-            other => other.into(),
-        })?;
+        .await;
+    let user = match created {
+        Ok(user) => user,
+        Err(error @ (StoreError::Conflict | StoreError::EmailTaken)) => {
+            app.audit
+                .record(&origin, event.outcome(AuditOutcome::Failed))
+                .await;
+            return Err(match error {
+                StoreError::Conflict => ApiError::UsernameTaken,
+                _ => ApiError::EmailTaken,
+            });
+        }
+        Err(other) => return Err(other.into()),
+    };
     tracing::info!(user_id = %user.id, "registered");
-    start_session(app, ctx, &parts, user, StatusCode::CREATED, now).await
+    let user_id = user.id.clone();
+    let response = start_session(app, ctx, &parts, user, StatusCode::CREATED, now).await?;
+    app.audit
+        .record(&origin, event.by(&user_id).on(&user_id))
+        .await;
+    Ok(response)
 }
 
 pub async fn login(
@@ -144,37 +170,61 @@ pub async fn login(
         app.metrics.login(outcome);
         tracing::info!(username = %username, outcome, "login refused");
     };
-    let attempt = app
+    let origin = audit_origin(ctx);
+    let event = Event::new(AuditAction::Login);
+    let attempt = match app
         .throttle
         .begin(&username.key(), ctx.client.address)
         .await
-        .inspect_err(|error| {
+    {
+        Ok(attempt) => attempt,
+        Err(error) => {
             if error.is_limited() {
                 refused("rate_limited");
+                // Which account is being guessed at, when it exists: the
+                // row is then found by `--user` too.
+                let target = app.store.user_by_username(&username).await.ok().flatten();
+                let event = event
+                    .outcome(AuditOutcome::Throttled)
+                    .on_maybe(target.as_ref().map(|user| &user.id));
+                app.audit.record(&origin, event).await;
             }
-        })?;
+            return Err(error.into());
+        }
+    };
     let user = app.store.user_by_username(&username).await?;
     let stored_hash = user.as_ref().map(|user| user.password_hash.expose());
     // Unknown users are verified against a dummy hash: same answer, same time.
     let verification = app.passwords.verify(&password, stored_hash).await?;
     let (user, rehashed) = match (user, verification) {
         (Some(user), Verification::Valid { rehashed }) => (user, rehashed),
-        _ => {
+        (user, _) => {
             attempt.failed();
             refused("invalid_credentials");
+            let event = event
+                .outcome(AuditOutcome::Failed)
+                .on_maybe(user.as_ref().map(|user| &user.id));
+            app.audit.record(&origin, event).await;
             return Err(ApiError::InvalidCredentials);
         }
     };
     attempt.succeeded().await?;
     if user.is_disabled() {
         refused("account_disabled");
+        let event = event.outcome(AuditOutcome::Failed).on(&user.id);
+        app.audit.record(&origin, event).await;
         return Err(ApiError::AccountDisabled);
     }
     app.metrics.login("success");
     if let Some(rehashed) = rehashed {
         app.store.update_password_hash(&user.id, &rehashed).await?;
     }
-    start_session(app, ctx, &parts, user, StatusCode::OK, UnixMillis::now()).await
+    let user_id = user.id.clone();
+    let response = start_session(app, ctx, &parts, user, StatusCode::OK, UnixMillis::now()).await?;
+    app.audit
+        .record(&origin, event.by(&user_id).on(&user_id))
+        .await;
+    Ok(response)
 }
 
 /// Records a new session for `user` and answers with its tokens.
@@ -336,6 +386,13 @@ pub async fn refresh(
             app.metrics.refresh_reuse.inc();
             refuse_revoked(app, std::slice::from_ref(&session_id));
             tracing::warn!(session_id = %session_id, reason = "refresh_token_reused", "refresh token reused after the grace; session revoked");
+            // Whoever presented it is nobody we know: the row names whose
+            // session it was.
+            let owner = app.store.session_user(&session_id).await.ok().flatten();
+            let event = Event::new(AuditAction::RefreshReuse)
+                .outcome(AuditOutcome::Failed)
+                .on_maybe(owner.as_ref());
+            app.audit.record(&audit_origin(ctx), event).await;
             Err(ApiError::RefreshTokenReused)
         }
         Rotation::Idle => {
@@ -359,9 +416,9 @@ pub async fn logout(
 
     // A refresh token named in the body says which session to end; otherwise
     // the access token's session, else the refresh cookie's.
-    let session = if body.refresh_token.is_some() {
+    let (session, user) = if body.refresh_token.is_some() {
         let token = presented_refresh_token(app, ctx, &parts, body)?;
-        session_of_refresh_token(app, token.as_deref()).await?
+        (session_of_refresh_token(app, token.as_deref()).await?, None)
     } else {
         match app
             .authenticator
@@ -374,19 +431,31 @@ pub async fn logout(
                         .check_cookie_origin(&ctx.facts(&parts.uri, &parts.headers))?;
                 }
                 note_user(&identity);
-                identity.claims.sid.clone()
+                (
+                    identity.claims.sid.clone(),
+                    Some(identity.claims.sub.clone()),
+                )
             }
             // A malformed `Authorization` is the client's mistake to hear
             // about, not a reason to fall back on a cookie.
             Err(rejection @ Rejection::MalformedAuthorization) => return Err(rejection.into()),
             Err(rejection) => match presented_refresh_token(app, ctx, &parts, body)? {
-                Some(token) => session_of_refresh_token(app, Some(&token)).await?,
+                Some(token) => (session_of_refresh_token(app, Some(&token)).await?, None),
                 None => return Err(rejection.into()),
             },
         }
     };
     revoke_session(app, &session).await?;
     tracing::info!(session_id = %session, "logged out");
+    // A refresh token names its session; the session names its user.
+    let user = match user {
+        Some(user) => Some(user),
+        None => app.store.session_user(&session).await.ok().flatten(),
+    };
+    let event = Event::new(AuditAction::Logout)
+        .by_maybe(user.as_ref())
+        .on_maybe(user.as_ref());
+    app.audit.record(&audit_origin(ctx), event).await;
     Ok(cleared_cookies(app))
 }
 
@@ -439,6 +508,8 @@ pub async fn logout_all(
     // The current session too, even if the database had already revoked it.
     app.revocations.insert(&identity.claims.sid);
     tracing::info!(sessions = revoked.len(), "logged out everywhere");
+    let event = Event::new(AuditAction::LogoutAll).by(user).on(user);
+    app.audit.record(&audit_origin(ctx), event).await;
     Ok(cleared_cookies(app))
 }
 
@@ -508,6 +579,9 @@ pub async fn delete_session(
         Some(owner) if owner == identity.claims.sub => {
             revoke_session(app, &session).await?;
             tracing::info!(session_id = %session, "session revoked by its owner");
+            let user = &identity.claims.sub;
+            let event = Event::new(AuditAction::SessionRevoked).by(user).on(user);
+            app.audit.record(&audit_origin(ctx), event).await;
             Ok(no_content(StatusCode::NO_CONTENT))
         }
         _ => Err(ApiError::NotFound),
@@ -531,12 +605,27 @@ pub async fn change_password(
         .user_by_id(&identity.claims.sub)
         .await?
         .ok_or(ApiError::InvalidToken(RejectReason::Revoked))?;
+    let origin = audit_origin(ctx);
+    let event = Event::new(AuditAction::PasswordChanged)
+        .by(&user.id)
+        .on(&user.id);
     // Guessing the current password with a stolen token is throttled like
     // guessing it at login.
-    let attempt = app
+    let attempt = match app
         .throttle
         .begin(&format!("password-change:{}", user.id), ctx.client.address)
-        .await?;
+        .await
+    {
+        Ok(attempt) => attempt,
+        Err(error) => {
+            if error.is_limited() {
+                app.audit
+                    .record(&origin, event.outcome(AuditOutcome::Throttled))
+                    .await;
+            }
+            return Err(error.into());
+        }
+    };
     if app
         .passwords
         .verify(&current, Some(user.password_hash.expose()))
@@ -544,6 +633,9 @@ pub async fn change_password(
         == Verification::Invalid
     {
         attempt.failed();
+        app.audit
+            .record(&origin, event.outcome(AuditOutcome::Failed))
+            .await;
         return Err(ApiError::InvalidCredentials);
     }
     attempt.succeeded().await?;
@@ -554,5 +646,6 @@ pub async fn change_password(
         .await?;
     refuse_revoked(app, &revoked);
     tracing::info!(revoked_sessions = revoked.len(), "password changed");
+    app.audit.record(&origin, event).await;
     Ok(no_content(StatusCode::NO_CONTENT))
 }
