@@ -45,6 +45,9 @@ pub enum ApiError {
     InsufficientRole,
     #[error("not found")]
     NotFound,
+    /// A user id (or name) that is no user's, on a route that exists.
+    #[error("no such user")]
+    UserNotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("username taken")]
@@ -94,7 +97,7 @@ impl ApiError {
             | ApiError::RegistrationDisabled
             | ApiError::AccountDisabled
             | ApiError::InsufficientRole => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::UserNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UsernameTaken | ApiError::EmailTaken => StatusCode::CONFLICT,
             ApiError::InvalidResetToken => StatusCode::BAD_REQUEST,
@@ -121,7 +124,7 @@ impl ApiError {
             ApiError::RegistrationDisabled => "registration_disabled",
             ApiError::AccountDisabled => "account_disabled",
             ApiError::InsufficientRole => "insufficient_role",
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound | ApiError::UserNotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UsernameTaken => "username_taken",
             ApiError::EmailTaken => "email_taken",
@@ -157,6 +160,7 @@ impl ApiError {
             ApiError::AccountDisabled => "This account is disabled.".into(),
             ApiError::InsufficientRole => "This needs a role the caller does not have.".into(),
             ApiError::NotFound => "No such route.".into(),
+            ApiError::UserNotFound => "No such user.".into(),
             ApiError::MethodNotAllowed => "This route does not accept that method.".into(),
             ApiError::UsernameTaken => "That username is taken.".into(),
             ApiError::EmailTaken => "That email address belongs to another account.".into(),

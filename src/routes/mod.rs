@@ -2,6 +2,7 @@
 //! everything else for the upstream. Owned paths are never proxied: an
 //! unknown one is 404, a wrong method 405.
 
+mod admin;
 mod auth;
 mod debug;
 mod health;
@@ -60,6 +61,15 @@ pub enum Route {
     HealthDetailed,
     Metrics,
     DebugSession,
+    /// `/api/admin/users`.
+    AdminUsers,
+    /// `/api/admin/users/{id}/disable`, the id as it came: parsed by the
+    /// handler (like the three below).
+    AdminDisable(String),
+    AdminEnable(String),
+    /// `/api/admin/users/{id}/sessions`: GET lists, DELETE revokes.
+    AdminSessions(String),
+    AdminAudit,
     /// Under a path the gateway owns, but no such route: 404.
     UnknownOwned(&'static str),
 }
@@ -86,16 +96,33 @@ impl Route {
             "/health/detailed" => Route::HealthDetailed,
             "/metrics" => Route::Metrics,
             "/api/debug/session" => Route::DebugSession,
+            "/api/admin/users" => Route::AdminUsers,
+            "/api/admin/audit" => Route::AdminAudit,
             _ if !paths::is_owned(path) => return None,
             _ if paths::is_under(path, "/api/auth/verify") => {
                 Route::Verify(VerifyTarget::OriginalPath)
             }
             _ => match path.strip_prefix("/api/auth/sessions/") {
                 Some(id) if !id.is_empty() && !id.contains('/') => Route::Session(id.to_string()),
-                _ => Route::UnknownOwned(owned_label(path)),
+                _ => Route::admin_user(path).unwrap_or(Route::UnknownOwned(owned_label(path))),
             },
         };
         Some(route)
+    }
+
+    /// `/api/admin/users/{id}/{action}`.
+    fn admin_user(path: &str) -> Option<Route> {
+        let (id, action) = path.strip_prefix("/api/admin/users/")?.split_once('/')?;
+        if id.is_empty() {
+            return None;
+        }
+        let id = id.to_string();
+        match action {
+            "disable" => Some(Route::AdminDisable(id)),
+            "enable" => Some(Route::AdminEnable(id)),
+            "sessions" => Some(Route::AdminSessions(id)),
+            _ => None,
+        }
     }
 
     /// The metrics label: the group of owned paths the route belongs to.
@@ -118,6 +145,11 @@ impl Route {
             Route::Health | Route::HealthDetailed => "health",
             Route::Metrics => "metrics",
             Route::DebugSession => "debug",
+            Route::AdminUsers
+            | Route::AdminDisable(_)
+            | Route::AdminEnable(_)
+            | Route::AdminSessions(_)
+            | Route::AdminAudit => "admin",
             Route::UnknownOwned(label) => label,
         }
     }
@@ -132,6 +164,7 @@ impl Route {
         const POST: &[Method] = &[Method::POST];
         const GET: &[Method] = &[Method::GET, Method::HEAD];
         const DELETE: &[Method] = &[Method::DELETE];
+        const GET_DELETE: &[Method] = &[Method::GET, Method::HEAD, Method::DELETE];
         // Envoy asks with the original request's method.
         const ANY: &[Method] = &[
             Method::GET,
@@ -150,7 +183,9 @@ impl Route {
             | Route::LogoutAll
             | Route::Password
             | Route::PasswordReset
-            | Route::PasswordResetConfirm => POST,
+            | Route::PasswordResetConfirm
+            | Route::AdminDisable(_)
+            | Route::AdminEnable(_) => POST,
             Route::Me
             | Route::Sessions
             | Route::Jwks
@@ -159,7 +194,10 @@ impl Route {
             | Route::Health
             | Route::HealthDetailed
             | Route::Metrics
-            | Route::DebugSession => GET,
+            | Route::DebugSession
+            | Route::AdminUsers
+            | Route::AdminAudit => GET,
+            Route::AdminSessions(_) => GET_DELETE,
             Route::Session(_) => DELETE,
             Route::Verify(_) => ANY,
             Route::UnknownOwned(_) => &[],
@@ -226,6 +264,11 @@ pub async fn answer(
         Route::HealthDetailed => Ok(health::detailed(app).await),
         Route::Metrics => Ok(health::metrics(app)),
         Route::DebugSession => Ok(debug::session(app, &request).await),
+        Route::AdminUsers => admin::users(app, ctx, request).await,
+        Route::AdminDisable(id) => admin::set_disabled(app, ctx, request, id, true).await,
+        Route::AdminEnable(id) => admin::set_disabled(app, ctx, request, id, false).await,
+        Route::AdminSessions(id) => admin::sessions(app, ctx, request, id).await,
+        Route::AdminAudit => admin::audit(app, ctx, request).await,
         Route::UnknownOwned(_) => Err(ApiError::NotFound),
     }
 }

@@ -8,6 +8,7 @@ mod ingress;
 mod mailbox;
 
 mod accounts;
+mod admin;
 mod audit;
 mod auth;
 mod browser;
