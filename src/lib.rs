@@ -7,8 +7,8 @@
 //! place: the client info ([`client_addr`]), one span, path normalisation
 //! ([`paths`]), the route, the browser rules ([`browser`]: CORS, CSRF), then
 //! either one of the gateway's own routes ([`routes`]: `/api/auth/…`, the
-//! forward-auth check `/api/auth/verify` among them, `/.well-known/…`,
-//! `/health…`, `/metrics`) or authentication and forwarding through
+//! forward-auth check `/api/auth/verify` among them, the admin API
+//! `/api/admin/…`, `/.well-known/…`, `/health…`, `/metrics`) or authentication and forwarding through
 //! [`proxy`] to the upstream route with the longest matching prefix.
 //!
 //! [`auth`] is a leaf: credentials, passwords, keys, tokens, cookies, sealing.
