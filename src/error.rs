@@ -69,6 +69,10 @@ pub enum ApiError {
     UpstreamNotConfigured,
     #[error("gateway timeout")]
     GatewayTimeout,
+    /// The mail server or webhook refused or failed a mail sent now (the
+    /// probe's test mail); the reason is the server's, never the mail's.
+    #[error("mail failed: {0}")]
+    MailFailed(String),
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
     #[error("internal error: {0:#}")]
@@ -104,7 +108,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::BadGateway(_) | ApiError::UpstreamNotConfigured => StatusCode::BAD_GATEWAY,
+            ApiError::BadGateway(_) | ApiError::UpstreamNotConfigured | ApiError::MailFailed(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -132,7 +138,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::BadGateway(_) => "bad_gateway",
+            ApiError::BadGateway(_) | ApiError::MailFailed(_) => "bad_gateway",
             ApiError::UpstreamNotConfigured => "upstream_not_configured",
             ApiError::GatewayTimeout => "gateway_timeout",
             ApiError::DatabaseUnavailable(_) => "database_unavailable",
@@ -173,6 +179,9 @@ impl ApiError {
             ApiError::BadGateway(_) => "The upstream service failed to answer.".into(),
             ApiError::UpstreamNotConfigured => "No upstream service is configured.".into(),
             ApiError::GatewayTimeout => "The upstream service did not answer in time.".into(),
+            // Only an admin sends mail now: the reason helps them, and names
+            // the server's answer, never the mail's content.
+            ApiError::MailFailed(reason) => format!("The mail could not be sent: {reason}."),
             ApiError::DatabaseUnavailable(_) => {
                 "The database is unavailable; try again shortly.".into()
             }

@@ -20,10 +20,12 @@ use serde_json::{Value, json};
 use crate::auth::cookies::ACCESS_COOKIE;
 use crate::auth::tokens::LEEWAY;
 use crate::cli::ProbeArgs;
-use crate::domain::{Password, Secret};
+use crate::domain::{Email, Password, Secret};
 use client::{Failure, ProbeClient, Reply, Target};
 
 const LOGIN_PATH: &str = "/api/auth/login";
+const RESET_PATH: &str = "/api/auth/password-reset";
+const TEST_MAIL_PATH: &str = "/api/admin/mail/test";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -149,27 +151,38 @@ pub async fn run(args: ProbeArgs, password: Password) -> anyhow::Result<ExitCode
     } else {
         format!("/{}", args.path)
     };
+    let check_mail = args
+        .check_mail
+        .as_deref()
+        .map(|address| {
+            Email::parse(address).map_err(|e| anyhow::anyhow!("invalid --check-mail: {e}"))
+        })
+        .transpose()?;
     let http = ProbeClient::new(target.clone())?;
     say(&format!("probing {target} as {}", args.username));
     let mut report = Report::default();
 
     let (outcome, reachable) = health(&http).await;
     report.record("health", outcome);
-    let after_login = [
+    let mut after_login = vec![
         "cookies",
         "me-bearer",
         "me-cookie",
         "refresh",
         "jwks",
         "proxy",
-        "logout",
     ];
+    if check_mail.is_some() {
+        after_login.push("mail");
+    }
+    after_login.push("logout");
     if !reachable {
-        for name in std::iter::once("login").chain(after_login) {
+        for name in ["reset", "login"].into_iter().chain(after_login) {
             report.record(name, Outcome::skipped("health"));
         }
         return Ok(finish(&report));
     }
+    report.record("reset", password_reset(&http).await);
 
     let (outcome, session) = login(&http, &args.username, &password).await;
     report.record("login", outcome);
@@ -199,6 +212,9 @@ pub async fn run(args: ProbeArgs, password: Password) -> anyhow::Result<ExitCode
     let access = refreshed.as_ref().unwrap_or(&session.access);
     report.record("jwks", jwks(&http, access).await);
     report.record("proxy", proxied(&http, access, &proxied_path).await);
+    if let Some(to) = &check_mail {
+        report.record("mail", test_mail(&http, access, to).await);
+    }
     report.record("logout", logout(&http, access).await);
     Ok(finish(&report))
 }
@@ -329,6 +345,71 @@ async fn login(
         _ => Outcome::unexpected(what, &reply),
     };
     (outcome, None)
+}
+
+/// Whether the gateway has mail set up, which password reset needs. An
+/// empty request tells without side effects: the gateway refuses its body
+/// (400) before it looks anything up, counts an attempt or sends a mail,
+/// and answers 404 on a gateway without mail.
+async fn password_reset(http: &ProbeClient) -> Outcome {
+    let what = format!("POST {RESET_PATH} with {{}}");
+    let reply = match http
+        .send(Method::POST, RESET_PATH, &[], Some(&json!({})))
+        .await
+    {
+        Ok(reply) => reply,
+        Err(failure) => return Outcome::unreachable(&what, &failure, http.target()),
+    };
+    match (reply.status, reply.field("error").as_deref()) {
+        (StatusCode::BAD_REQUEST, Some("invalid_request")) => {
+            Outcome::ok(format!("{what}: 400, password reset by mail is configured"))
+        }
+        (StatusCode::NOT_FOUND, _) => Outcome::ok(format!(
+            "{what}: 404, password reset is not configured: users cannot reset a forgotten \
+             password themselves (the gateway needs --smtp-url or --mail-webhook, and \
+             --public-url)"
+        )),
+        _ => Outcome::unexpected(&what, &reply),
+    }
+}
+
+/// `--check-mail`: one test mail sent by the gateway, through its own mail
+/// setup, to `to`; the probe's user needs the role `admin`.
+async fn test_mail(http: &ProbeClient, access: &Secret, to: &Email) -> Outcome {
+    let what = format!("POST {TEST_MAIL_PATH} to {to}");
+    let bearer = format!("Bearer {}", access.expose());
+    let reply = match http
+        .send(
+            Method::POST,
+            TEST_MAIL_PATH,
+            &[("authorization", &bearer)],
+            Some(&json!({ "to": to.as_str() })),
+        )
+        .await
+    {
+        Ok(reply) => reply,
+        Err(failure) => return Outcome::unreachable(&what, &failure, http.target()),
+    };
+    match (reply.status, reply.field("error").as_deref()) {
+        (StatusCode::NO_CONTENT, _) => Outcome::ok(format!(
+            "{what}: 204, the gateway's mail server (or webhook) took it: check that it arrived"
+        )),
+        (StatusCode::FORBIDDEN, Some("insufficient_role")) => Outcome::fail(
+            format!("{what}: {}", reply.describe()),
+            "a test mail needs the role admin: probe as a user who has it (tollgate users add \
+             NAME --role admin).",
+        ),
+        (StatusCode::NOT_FOUND, _) => Outcome::fail(
+            format!("{what}: {} (mail is not set up)", reply.describe()),
+            "start the gateway with --smtp-url (or --mail-webhook) and --public-url.",
+        ),
+        (StatusCode::BAD_GATEWAY, _) => Outcome::fail(
+            format!("{what}: {}", reply.describe()),
+            "check --smtp-url (host, port, user and password; smtps:// for TLS from the first \
+             byte) or the --mail-webhook endpoint: the reason above is the mail server's.",
+        ),
+        _ => Outcome::unexpected(&what, &reply),
+    }
 }
 
 /// `admin,ops`, or `-` for none.

@@ -14,9 +14,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::request::Parts;
 use http::{Response, StatusCode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Request, audit_origin};
+use super::{Request, audit_origin, parse_json, read_body};
 use crate::app::App;
 use crate::audit::{AuditView, Event};
 use crate::auth::Identity;
@@ -24,6 +24,7 @@ use crate::body::{Body, json, no_content};
 use crate::config::parse_duration;
 use crate::domain::{Email, Role, Roles, SessionId, UserId, Username};
 use crate::error::ApiError;
+use crate::mail::Mail;
 use crate::pipeline::{RequestContext, authenticate};
 use crate::store::{AuditAction, AuditQuery, User, UserQuery};
 use crate::time::UnixMillis;
@@ -415,4 +416,33 @@ fn parse_since(raw: &str) -> Result<UnixMillis, ApiError> {
                 "since: a duration back from now (30m, 1h, 7d) or an RFC 3339 time".into(),
             )
         })
+}
+
+#[derive(Deserialize)]
+struct TestMailBody {
+    to: String,
+}
+
+/// `POST /api/admin/mail/test {to}`: one test mail, sent now through the
+/// gateway's mail setup (`tollgate probe --check-mail`); 204 once the mail
+/// server or webhook took it, 502 with its reason when not, 404 without
+/// mail set up.
+pub async fn test_mail(
+    app: &App,
+    ctx: &RequestContext,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = request.into_parts();
+    admin(app, ctx, &parts).await?;
+    let (Some(mailer), Some(public_url)) = (&app.mailer, &app.config.public_url) else {
+        return Err(ApiError::NotFound);
+    };
+    let body: TestMailBody = parse_json(&read_body(body).await?)?;
+    let to = Email::parse(&body.to).map_err(|e| ApiError::InvalidRequest(format!("to: {e}")))?;
+    mailer
+        .send_now(&Mail::test(to, public_url))
+        .await
+        .map_err(|error| ApiError::MailFailed(error.to_string()))?;
+    tracing::info!("test mail sent");
+    Ok(no_content(StatusCode::NO_CONTENT))
 }

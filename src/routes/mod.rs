@@ -70,6 +70,8 @@ pub enum Route {
     /// `/api/admin/users/{id}/sessions`: GET lists, DELETE revokes.
     AdminSessions(String),
     AdminAudit,
+    /// `/api/admin/mail/test`: one test mail (`tollgate probe --check-mail`).
+    AdminTestMail,
     /// Under a path the gateway owns, but no such route: 404.
     UnknownOwned(&'static str),
 }
@@ -98,6 +100,7 @@ impl Route {
             "/api/debug/session" => Route::DebugSession,
             "/api/admin/users" => Route::AdminUsers,
             "/api/admin/audit" => Route::AdminAudit,
+            "/api/admin/mail/test" => Route::AdminTestMail,
             _ if !paths::is_owned(path) => return None,
             _ if paths::is_under(path, "/api/auth/verify") => {
                 Route::Verify(VerifyTarget::OriginalPath)
@@ -149,7 +152,8 @@ impl Route {
             | Route::AdminDisable(_)
             | Route::AdminEnable(_)
             | Route::AdminSessions(_)
-            | Route::AdminAudit => "admin",
+            | Route::AdminAudit
+            | Route::AdminTestMail => "admin",
             Route::UnknownOwned(label) => label,
         }
     }
@@ -185,7 +189,8 @@ impl Route {
             | Route::PasswordReset
             | Route::PasswordResetConfirm
             | Route::AdminDisable(_)
-            | Route::AdminEnable(_) => POST,
+            | Route::AdminEnable(_)
+            | Route::AdminTestMail => POST,
             Route::Me
             | Route::Sessions
             | Route::Jwks
@@ -269,6 +274,7 @@ pub async fn answer(
         Route::AdminEnable(id) => admin::set_disabled(app, ctx, request, id, false).await,
         Route::AdminSessions(id) => admin::sessions(app, ctx, request, id).await,
         Route::AdminAudit => admin::audit(app, ctx, request).await,
+        Route::AdminTestMail => admin::test_mail(app, ctx, request).await,
         Route::UnknownOwned(_) => Err(ApiError::NotFound),
     }
 }

@@ -8,6 +8,7 @@ use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{Backend, PASSWORD, TestApp};
+use crate::mailbox::{SinkTls, SmtpSink, WebhookReceiver};
 use crate::upstream::EchoUpstream;
 
 /// What one run of the probe printed, and how it ended.
@@ -111,6 +112,7 @@ async fn probe_passes_against_a_healthy_gateway_and_ends_its_session() {
         names,
         [
             "health",
+            "reset",
             "login",
             "cookies",
             "me-bearer",
@@ -132,7 +134,7 @@ async fn probe_passes_against_a_healthy_gateway_and_ends_its_session() {
     );
     assert!(run.line("proxy").contains("200"), "{}", run.line("proxy"));
     assert!(
-        run.stdout.ends_with("probe: 9 ok, 0 warn, 0 fail\n"),
+        run.stdout.ends_with("probe: 10 ok, 0 warn, 0 fail\n"),
         "{}",
         run.stdout
     );
@@ -250,11 +252,161 @@ async fn an_unreachable_gateway_fails_health_and_skips_the_rest() {
         "{health}"
     );
     assert!(health.contains("fix: nothing listens at"), "{health}");
-    for name in ["login", "jwks", "logout"] {
+    for name in ["reset", "login", "jwks", "logout"] {
         let line = run.line(name);
         assert!(
             line.contains("skipped because the health check failed"),
             "{line}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_says_whether_password_reset_is_configured() {
+    let without = TestApp::spawn(Backend::Sqlite).await;
+    without.signed_up("alice").await;
+    let run = probe(&without, "alice", PASSWORD, &["--path", "/api/auth/me"]).await;
+    let reset = run.line("reset");
+    assert!(
+        reset.starts_with("ok ") && reset.contains("not configured"),
+        "{reset}"
+    );
+    assert!(reset.contains("--smtp-url"), "{reset}");
+
+    let webhook = WebhookReceiver::failing_first(0).await;
+    let with = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            "--public-url",
+            "https://auth.example.com",
+            "--mail-webhook",
+            &webhook.url(),
+        ],
+    )
+    .await;
+    with.signed_up("alice").await;
+    let run = probe(&with, "alice", PASSWORD, &["--path", "/api/auth/me"]).await;
+    let reset = run.line("reset");
+    assert!(
+        reset.starts_with("ok ") && reset.contains("is configured"),
+        "{reset}"
+    );
+    // Without --check-mail, no mail check.
+    assert!(
+        run.check_lines()
+            .iter()
+            .all(|line| line.split_whitespace().nth(1) != Some("mail"))
+    );
+    // Asking told nothing to anyone: no mail, no throttle counted.
+    webhook
+        .mailbox
+        .assert_none_within(Duration::from_millis(300))
+        .await;
+    assert_eq!(webhook.attempts(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_mail_sends_one_test_mail_through_the_gateway() {
+    let sink = SmtpSink::start(SinkTls::None).await;
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            "--public-url",
+            "https://auth.example.com",
+            "--smtp-url",
+            &sink.url("smtp"),
+        ],
+    )
+    .await;
+    app.signed_up_with_roles("root", &["admin"]).await;
+    let run = probe(
+        &app,
+        "root",
+        PASSWORD,
+        &["--path", "/api/auth/me", "--check-mail", "ops@example.com"],
+    )
+    .await;
+    assert!(run.success, "{}{}", run.stdout, run.stderr);
+    let mail_line = run.line("mail");
+    assert!(
+        mail_line.starts_with("ok ") && mail_line.contains("ops@example.com"),
+        "{mail_line}"
+    );
+    let names: Vec<&str> = run
+        .check_lines()
+        .iter()
+        .map(|line| line.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(&names[names.len() - 3..], ["proxy", "mail", "logout"]);
+    let mail = sink.mailbox.next().await;
+    assert_eq!(mail.to, "ops@example.com");
+    assert!(mail.text.contains("test mail"), "{}", mail.text);
+    sink.mailbox
+        .assert_none_within(Duration::from_millis(300))
+        .await;
+    run.assert_no_secrets(PASSWORD);
+
+    // Not an admin: no mail, and the line says why.
+    app.signed_up("alice").await;
+    let run = probe(
+        &app,
+        "alice",
+        PASSWORD,
+        &["--path", "/api/auth/me", "--check-mail", "ops@example.com"],
+    )
+    .await;
+    assert!(!run.success);
+    let mail_line = run.line("mail");
+    assert!(
+        mail_line.starts_with("fail ") && mail_line.contains("insufficient_role"),
+        "{mail_line}"
+    );
+    assert!(mail_line.contains("--role admin"), "{mail_line}");
+    sink.mailbox
+        .assert_none_within(Duration::from_millis(300))
+        .await;
+
+    // A bad address is refused before anything is asked.
+    let run = probe(&app, "root", PASSWORD, &["--check-mail", "not-an-address"]).await;
+    assert!(!run.success);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert!(run.stderr.contains("--check-mail"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_mail_reports_the_mail_servers_refusal_or_missing_mail() {
+    // A webhook that fails: one attempt, its answer in the line.
+    let webhook = WebhookReceiver::failing_first(100).await;
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            "--public-url",
+            "https://auth.example.com",
+            "--mail-webhook",
+            &webhook.url(),
+        ],
+    )
+    .await;
+    app.signed_up_with_roles("root", &["admin"]).await;
+    let extra = ["--path", "/api/auth/me", "--check-mail", "ops@example.com"];
+    let run = probe(&app, "root", PASSWORD, &extra).await;
+    assert!(!run.success);
+    let mail_line = run.line("mail");
+    assert!(
+        mail_line.starts_with("fail ") && mail_line.contains("502 bad_gateway"),
+        "{mail_line}"
+    );
+    assert!(mail_line.contains("503"), "{mail_line}");
+    assert_eq!(webhook.attempts(), 1);
+
+    // No mail at all on the gateway.
+    let without = TestApp::spawn(Backend::Sqlite).await;
+    without.signed_up_with_roles("root", &["admin"]).await;
+    let run = probe(&without, "root", PASSWORD, &extra).await;
+    assert!(!run.success);
+    let mail_line = run.line("mail");
+    assert!(
+        mail_line.starts_with("fail ") && mail_line.contains("mail is not set up"),
+        "{mail_line}"
+    );
 }
