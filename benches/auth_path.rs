@@ -87,7 +87,7 @@ fn authenticated_requests(c: &mut Criterion) {
         let token = tokens::issue(&keys.current(), &claims(UnixSeconds::now())).unwrap();
         let revocations = Arc::new(Revocations::new(lifetime));
         (
-            Authenticator::new(keys, expectations(), revocations, lifetime, 10_000),
+            Authenticator::new(keys, expectations(), revocations, 10_000),
             token,
         )
     });
@@ -96,6 +96,7 @@ fn authenticated_requests(c: &mut Criterion) {
         let presented = PresentedToken {
             token,
             source: CredentialSource::Bearer,
+            header: None,
         };
         authenticator
             .verify(presented, UnixSeconds::now())

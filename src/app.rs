@@ -141,7 +141,6 @@ impl App {
                 keys.clone(),
                 expect,
                 revocations.clone(),
-                token_lifetime,
                 config.token_cache_capacity,
             ),
             passwords: Passwords::for_this_machine()?,

@@ -19,6 +19,8 @@ pub enum CredentialSource {
 pub struct PresentedToken<'a> {
     pub token: &'a str,
     pub source: CredentialSource,
+    /// The `Authorization` value a bearer token came from.
+    pub header: Option<&'a HeaderValue>,
 }
 
 /// An `Authorization: Bearer` header with more than one word after the
@@ -35,6 +37,7 @@ pub fn presented_token(
             return Ok(Some(PresentedToken {
                 token,
                 source: CredentialSource::Bearer,
+                header: Some(value),
             }));
         }
     }
@@ -43,7 +46,28 @@ pub fn presented_token(
         .map(|token| PresentedToken {
             token,
             source: CredentialSource::Cookie,
+            header: None,
         }))
+}
+
+impl PresentedToken<'_> {
+    /// `Authorization: Bearer <token>`, as the upstream is given it: the
+    /// client's own value when it is spelled so already (no copy), marked
+    /// sensitive so that no HTTP layer logs it.
+    pub fn upstream_authorization(&self) -> Option<HeaderValue> {
+        const SCHEME: &[u8] = b"Bearer ";
+        let mut value = match self.header {
+            Some(header)
+                if header.as_bytes().starts_with(SCHEME)
+                    && header.len() == SCHEME.len() + self.token.len() =>
+            {
+                header.clone()
+            }
+            _ => HeaderValue::from_str(&format!("Bearer {}", self.token)).ok()?,
+        };
+        value.set_sensitive(true);
+        Some(value)
+    }
 }
 
 /// The one reading of `Authorization` values: the `Bearer` scheme, in any

@@ -1,8 +1,7 @@
 //! What the upstream (or an ingress asking `/api/auth/verify`) is told about
-//! a verified token: the `X-Auth-*` identity headers, and for the upstream
-//! the token itself as `Authorization: Bearer`. Built once per token.
+//! a verified token: the `X-Auth-*` identity headers, built once per session
+//! (the upstream is given the token itself too, as `Authorization: Bearer`).
 
-use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::tokens::AccessClaims;
@@ -12,22 +11,14 @@ pub const X_AUTH_USERNAME: HeaderName = HeaderName::from_static("x-auth-username
 pub const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
 pub const X_AUTH_SESSION_ID: HeaderName = HeaderName::from_static("x-auth-session-id");
 
+/// The `X-Auth-*` values of one session's user, built once per session.
 #[derive(Debug)]
 pub struct IdentityHeaders {
-    /// `Bearer <token>`, marked sensitive so that no HTTP layer logs it.
-    authorization: Option<HeaderValue>,
     identity: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl IdentityHeaders {
-    pub fn new(token: &str, claims: &AccessClaims) -> IdentityHeaders {
-        let authorization =
-            HeaderValue::from_str(&format!("Bearer {token}"))
-                .ok()
-                .map(|mut value| {
-                    value.set_sensitive(true);
-                    value
-                });
+    pub fn new(claims: &AccessClaims) -> IdentityHeaders {
         let identity = [
             (X_AUTH_USER_ID, claims.sub.as_str().to_string()),
             (
@@ -44,22 +35,11 @@ impl IdentityHeaders {
                 .map(|value| (name, value))
         })
         .collect();
-        IdentityHeaders {
-            authorization,
-            identity,
-        }
+        IdentityHeaders { identity }
     }
 
-    /// The identity headers and the bearer token, for the upstream.
-    pub fn apply_for_upstream(&self, headers: &mut HeaderMap) {
-        if let Some(authorization) = &self.authorization {
-            headers.insert(AUTHORIZATION, authorization.clone());
-        }
-        self.apply_identity(headers);
-    }
-
-    /// The identity headers alone, for a forward-auth answer.
-    pub fn apply_identity(&self, headers: &mut HeaderMap) {
+    /// The identity headers, for the upstream or a forward-auth answer.
+    pub fn apply(&self, headers: &mut HeaderMap) {
         for (name, value) in &self.identity {
             headers.insert(name.clone(), value.clone());
         }

@@ -29,18 +29,19 @@ pub mod reset;
 pub mod seal;
 pub mod tokens;
 
+use std::hash::Hasher as _;
 use std::sync::Arc;
-use std::time::Duration;
 
-use foldhash::fast::RandomState;
-use http::HeaderMap;
-use moka::sync::Cache;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue};
+use siphasher::sip128::{Hasher128 as _, SipHasher13};
 
 pub use self::credentials::{CredentialSource, MalformedAuthorization, PresentedToken};
 pub use self::identity::IdentityHeaders;
 use self::keyset::Keys;
 pub use self::keystore::KeyAlg;
-use self::tokens::{AccessClaims, Expectations, RejectReason};
+use self::tokens::{AccessClaims, Expectations, RejectReason, Validity};
+use crate::domain::{Roles, SessionId, UserId, Username};
 use crate::revocation::Revocations;
 use crate::time::UnixSeconds;
 
@@ -64,54 +65,106 @@ impl From<MalformedAuthorization> for Rejection {
 /// A request's verified identity.
 #[derive(Clone, Debug)]
 pub struct Identity {
-    pub claims: Arc<AccessClaims>,
-    /// What the upstream is told about it, built once per token.
-    pub upstream_headers: Arc<IdentityHeaders>,
+    pub claims: Arc<SessionClaims>,
     pub source: CredentialSource,
+    /// `Bearer <token>` for the upstream.
+    authorization: Option<HeaderValue>,
 }
 
-/// A token whose signature and claims checked out.
-struct Verified {
-    /// The key that signed it: a hit is refused once the key is pruned.
+impl Identity {
+    /// The token and the identity headers, for the upstream.
+    pub fn apply_for_upstream(&self, headers: &mut HeaderMap) {
+        if let Some(authorization) = &self.authorization {
+            headers.insert(AUTHORIZATION, authorization.clone());
+        }
+        self.claims.identity_headers.apply(headers);
+    }
+
+    /// The identity headers alone, for a forward-auth answer.
+    pub fn apply_identity(&self, headers: &mut HeaderMap) {
+        self.claims.identity_headers.apply(headers);
+    }
+}
+
+/// What every token of one session says alike (and the key that signed
+/// it): shared by the session's remembered tokens, so that a remembered
+/// token costs little more than its key.
+#[derive(Debug)]
+pub struct SessionClaims {
+    pub sub: UserId,
+    pub sid: SessionId,
+    pub preferred_username: Username,
+    pub roles: Roles,
+    /// The key that signed the token: a remembered one is refused once the
+    /// key is pruned.
     kid: Box<str>,
-    claims: Arc<AccessClaims>,
-    upstream_headers: Arc<IdentityHeaders>,
+    identity_headers: IdentityHeaders,
+}
+
+impl SessionClaims {
+    fn of(kid: &str, claims: AccessClaims) -> SessionClaims {
+        SessionClaims {
+            identity_headers: IdentityHeaders::new(&claims),
+            sub: claims.sub,
+            sid: claims.sid,
+            preferred_username: claims.preferred_username,
+            roles: claims.roles,
+            kid: kid.into(),
+        }
+    }
+
+    fn same_as(&self, other: &SessionClaims) -> bool {
+        self.sub == other.sub
+            && self.sid == other.sid
+            && self.preferred_username == other.preferred_username
+            && self.roles == other.roles
+            && self.kid == other.kid
+    }
+}
+
+/// A token whose signature and claims checked out, as remembered.
+#[derive(Clone)]
+struct Remembered {
+    claims: Arc<SessionClaims>,
+    validity: Validity,
 }
 
 /// Checks access tokens: signature, claims, expiry, revocation.
 ///
 /// A signature check costs tens of microseconds, more than everything else a
-/// proxied request does, so verified tokens are remembered, keyed by the
-/// whole token string: only the very same bytes can hit an entry. A hit skips
-/// the signature and claims checks but never the expiry, revocation and
-/// key-still-known checks, which are repeated on every request.
+/// proxied request does, so verified tokens are remembered. An entry is keyed
+/// by a 128-bit SipHash of the whole token under a key drawn at start and
+/// never shown, so no token can be made to hit another's entry, and it holds
+/// only the token's validity and the claims its session shares: a hundred
+/// thousand tokens fit in a few megabytes. A hit skips the signature and
+/// claims checks but never the expiry, revocation and key-still-known
+/// checks, which are repeated on every request.
 pub struct Authenticator {
     keys: Arc<Keys>,
     expect: Expectations,
     revocations: Arc<Revocations>,
-    verified: Cache<Arc<str>, Arc<Verified>, RandomState>,
+    token_key: TokenKey,
+    verified: quick_cache::sync::Cache<u128, Remembered>,
+    /// The shared claims of sessions with a remembered token.
+    sessions: quick_cache::sync::Cache<SessionId, Arc<SessionClaims>>,
 }
 
 impl Authenticator {
-    /// `token_lifetime` bounds how long a verified token is remembered, and
-    /// `capacity` how many are.
+    /// `capacity` bounds how many verified tokens are remembered.
     pub fn new(
         keys: Arc<Keys>,
         expect: Expectations,
         revocations: Arc<Revocations>,
-        token_lifetime: Duration,
         capacity: u64,
     ) -> Self {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
         Authenticator {
             keys,
             expect,
             revocations,
-            verified: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(token_lifetime)
-                // Looked up on every request: a fast hash (keyed per
-                // process, so still safe against flooding).
-                .build_with_hasher(RandomState::default()),
+            token_key: TokenKey::random(),
+            verified: quick_cache::sync::Cache::new(capacity),
+            sessions: quick_cache::sync::Cache::new(capacity),
         }
     }
 
@@ -134,44 +187,72 @@ impl Authenticator {
         presented: PresentedToken<'_>,
         now: UnixSeconds,
     ) -> Result<Identity, RejectReason> {
-        let verified = match self.verified.get(presented.token) {
-            Some(verified) => {
-                tokens::check_expiry(&verified.claims, now)?;
-                if !self.keys.knows(&verified.kid) {
+        let key = self.token_key.of(presented.token);
+        let claims = match self.verified.get(&key) {
+            Some(remembered) => {
+                remembered.validity.check(now)?;
+                if !self.keys.knows(&remembered.claims.kid) {
                     return Err(RejectReason::UnknownKid);
                 }
-                verified
+                remembered.claims
             }
-            None => self.verify_signature(presented.token, now).await?,
+            None => self.verify_signature(key, presented.token, now).await?,
         };
-        if self.revocations.is_revoked(&verified.claims.sid) {
+        if self.revocations.is_revoked(&claims.sid) {
             return Err(RejectReason::Revoked);
         }
         Ok(Identity {
-            claims: verified.claims.clone(),
-            upstream_headers: verified.upstream_headers.clone(),
+            claims,
             source: presented.source,
+            authorization: presented.upstream_authorization(),
         })
     }
 
     /// The full check of a token not seen before; remembered if it passes.
     async fn verify_signature(
         &self,
+        key: u128,
         token: &str,
         now: UnixSeconds,
-    ) -> Result<Arc<Verified>, RejectReason> {
+    ) -> Result<Arc<SessionClaims>, RejectReason> {
         let (kid, claims) = match tokens::verify(&self.keys.current(), token, &self.expect, now) {
             Err(RejectReason::UnknownKid) if self.keys.refresh_for_unknown_kid().await => {
                 tokens::verify(&self.keys.current(), token, &self.expect, now)?
             }
             other => other?,
         };
-        let verified = Arc::new(Verified {
-            kid: kid.into(),
-            upstream_headers: Arc::new(IdentityHeaders::new(token, &claims)),
-            claims: Arc::new(claims),
-        });
-        self.verified.insert(Arc::from(token), verified.clone());
-        Ok(verified)
+        let validity = Validity::of(&claims);
+        let fresh = SessionClaims::of(&kid, claims);
+        let shared = match self.sessions.get(&fresh.sid) {
+            Some(known) if known.same_as(&fresh) => known,
+            _ => {
+                let fresh = Arc::new(fresh);
+                self.sessions.insert(fresh.sid.clone(), fresh.clone());
+                fresh
+            }
+        };
+        self.verified.insert(
+            key,
+            Remembered {
+                claims: shared.clone(),
+                validity,
+            },
+        );
+        Ok(shared)
+    }
+}
+
+/// The secret key of the remembered tokens' hashes.
+struct TokenKey(u64, u64);
+
+impl TokenKey {
+    fn random() -> TokenKey {
+        TokenKey(rand::random(), rand::random())
+    }
+
+    fn of(&self, token: &str) -> u128 {
+        let mut hasher = SipHasher13::new_with_keys(self.0, self.1);
+        hasher.write(token.as_bytes());
+        hasher.finish128().as_u128()
     }
 }

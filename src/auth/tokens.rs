@@ -209,14 +209,34 @@ pub fn check_claims(
 /// The checks that must be repeated on every use of a token, even one whose
 /// signature was verified before.
 pub fn check_expiry(claims: &AccessClaims, now: UnixSeconds) -> Result<(), RejectReason> {
-    if now > claims.exp.plus(LEEWAY) {
-        return Err(RejectReason::Expired);
+    Validity::of(claims).check(now)
+}
+
+/// When a token may be used, from its claims.
+#[derive(Clone, Copy, Debug)]
+pub struct Validity {
+    not_before: UnixSeconds,
+    expires: UnixSeconds,
+}
+
+impl Validity {
+    pub fn of(claims: &AccessClaims) -> Validity {
+        Validity {
+            not_before: claims.nbf.unwrap_or(claims.iat).max(claims.iat),
+            expires: claims.exp,
+        }
     }
-    let not_before = claims.nbf.unwrap_or(claims.iat).max(claims.iat);
-    if not_before > now.plus(LEEWAY) {
-        return Err(RejectReason::NotYetValid);
+
+    /// Within the leeway of its lifetime at `now`.
+    pub fn check(self, now: UnixSeconds) -> Result<(), RejectReason> {
+        if now > self.expires.plus(LEEWAY) {
+            return Err(RejectReason::Expired);
+        }
+        if self.not_before > now.plus(LEEWAY) {
+            return Err(RejectReason::NotYetValid);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 struct Parts<'a> {

@@ -88,7 +88,7 @@ pub fn prepare_request(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
     }
 
     match forwarded.identity {
-        Some(identity) => identity.upstream_headers.apply_for_upstream(headers),
+        Some(identity) => identity.apply_for_upstream(headers),
         // A public request: a bearer token that did not verify is not passed
         // on for an upstream to mistake for a checked one.
         None => remove_bearer_tokens(headers),

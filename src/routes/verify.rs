@@ -66,9 +66,7 @@ pub async fn verify(
     let mut response = match decision {
         Ok(identity) => {
             let mut response = no_content(StatusCode::OK);
-            identity
-                .upstream_headers
-                .apply_identity(response.headers_mut());
+            identity.apply_identity(response.headers_mut());
             response
         }
         Err(error) => {
