@@ -1,8 +1,13 @@
 //! tollgate: a stateless, token-issuing auth gateway.
 //!
 //! # Layout
-//! A connection arrives at [`server`] (listeners, accept loops, the tower
-//! stack: request id, panic catching; signals and graceful shutdown), which
+//! [`runtime`] says where work runs: client connections and proxied
+//! requests on one single-threaded worker per core (the data plane), the
+//! database, the gateway's own routes and background tasks on the runtime
+//! it was started on (the control plane).
+//! A connection arrives at [`server`] (listeners, the workers' accept loops,
+//! the tower stack: request id, panic catching; signals and graceful
+//! shutdown), which
 //! hands every request to [`pipeline`], the gateway's central decision in one
 //! place: the client info ([`client_addr`]), one span, path normalisation
 //! ([`paths`]), the route, the browser rules ([`browser`]: CORS, CSRF), then
@@ -48,6 +53,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod revocation;
 pub mod routes;
+pub mod runtime;
 pub mod server;
 pub mod store;
 #[cfg(test)]

@@ -35,7 +35,8 @@ use crate::domain::UserId;
 use crate::error::ApiError;
 use crate::otel::{self, TraceHeaders};
 use crate::paths;
-use crate::proxy::{Forwarding, UpstreamRoute, websocket};
+use crate::proxy::websocket::{self, TunnelHandoff};
+use crate::proxy::{Forwarding, UpstreamRoute};
 use crate::routes::{self, Request, Route};
 use crate::time::UnixSeconds;
 
@@ -49,6 +50,7 @@ pub enum Listener {
 }
 
 /// What every stage knows about the request beyond the request itself.
+#[derive(Clone)]
 pub struct RequestContext {
     pub client: ClientInfo,
     pub listener: Listener,
@@ -172,6 +174,9 @@ async fn dispatch(
             Listener::Public if route.is_admin() && app.config.admin_listen.is_some() => {
                 Err(ApiError::NotFound)
             }
+            _ if route.runs_on_control_plane() => {
+                answer_on_control_plane(app, ctx, route.clone(), request).await
+            }
             _ => routes::answer(app, ctx, route.clone(), request).await,
         };
         return (route.label(), outcome);
@@ -187,6 +192,21 @@ async fn dispatch(
     };
     tracing::Span::current().record("route", "proxy");
     ("proxy", forward(app, ctx, request, &path, upstream).await)
+}
+
+/// Answers one of the gateway's own routes on the control plane, in the
+/// request's span.
+async fn answer_on_control_plane(
+    app: &Arc<App>,
+    ctx: &RequestContext,
+    route: Route,
+    request: Request,
+) -> Result<Response<Body>, ApiError> {
+    let control = app.store.control().clone();
+    let (app, ctx) = (app.clone(), ctx.clone());
+    let answer = async move { routes::answer(&app, &ctx, route, request).await }
+        .instrument(tracing::Span::current());
+    control.run(answer).await
 }
 
 /// HTTP/1.1 needs exactly one `Host` (RFC 9112 3.2), an absolute-form
@@ -315,13 +335,17 @@ async fn forward(
                 .as_ref()
                 .map(|identity| identity.claims.sid.clone()),
         };
-        // The tunnel keeps the client connection's slot: tunnels count
-        // against --max-connections for as long as they live.
-        let slot = parts.extensions.remove::<ConnectionSlot>();
+        // Over HTTP/2 there is no handoff: no `Upgrade` either (RFC 9113
+        // 8.2.2), but a request may still say so.
+        let Some(handoff) = parts.extensions.remove::<TunnelHandoff>() else {
+            return Err(ApiError::InvalidRequest(
+                "a WebSocket needs an HTTP/1.1 connection".into(),
+            ));
+        };
         let request = http::Request::from_parts(parts, body);
         return app
             .proxy
-            .open_tunnel(request, forwarding, watched, slot)
+            .open_tunnel(request, forwarding, watched, handoff)
             .await;
     }
     app.proxy
@@ -329,8 +353,3 @@ async fn forward(
         .instrument(upstream_span)
         .await
 }
-
-/// A client connection's place among the `--max-connections`, carried by
-/// each of its requests so that a WebSocket tunnel can keep it.
-#[derive(Clone)]
-pub struct ConnectionSlot(pub Arc<tokio::sync::OwnedSemaphorePermit>);

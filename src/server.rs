@@ -1,8 +1,8 @@
 //! The accept loops on pre-bound listeners, the tower stack around the
 //! request pipeline, and the process's life: signals, graceful shutdown (stop
 //! accepting, let in-flight requests finish within a bounded grace period),
-//! and the bound on connections. Connections that send nothing are closed
-//! after the header timeout, idle keep-alive ones after a minute.
+//! and the bound on connections. Each connection is served by `connection`:
+//! HTTP/1 or HTTP/2, parked while idle, closed when idle too long.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,14 +14,11 @@ use anyhow::Context;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -30,22 +27,22 @@ use crate::app::App;
 use crate::body::BoxError;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::pipeline::{self, ConnectionSlot, Listener};
+use crate::pipeline::{self, Listener};
+use crate::proxy::websocket::TunnelHandoff;
 use crate::routes::X_REQUEST_ID;
+use crate::runtime;
 
 mod activity;
-use activity::{Activity, Tracked};
+mod connection;
+use activity::Activity;
+use connection::{ClientConnection, Protocols};
 
 /// How long in-flight requests may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// A client must finish sending its request head within this.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A keep-alive connection with no traffic for this long is closed.
 const KEEP_ALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections waiting to be accepted once `--max-connections` are open.
 const LISTEN_BACKLOG: i32 = 4096;
-/// The largest request head accepted; larger ones are answered 431.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// The listeners a gateway serves, bound before it starts.
 pub struct Listeners {
@@ -143,40 +140,50 @@ async fn shutdown_signal() {
 }
 
 /// Serves `app` on `listeners` until `shutdown` completes, then drains.
+///
+/// The public listener is shared by the data-plane workers (see `runtime`),
+/// each accepting on its own thread; the admin listener, rarely asked, is
+/// served on the control plane this runs on.
 pub async fn run(
     listeners: Listeners,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES);
-    let builder = Arc::new(builder);
-    // Every connection (and tunnel) holds a receiver: `send` asks them to
-    // finish, and `closed` completes once the last one has.
-    let on_drain = app.draining.subscribe();
-    let connections = Arc::new(Semaphore::new(app.config.max_connections));
-    let mut accept_loops = JoinSet::new();
-    let mut listeners_by_kind = vec![(listeners.public, Listener::Public)];
-    listeners_by_kind.extend(listeners.admin.map(|admin| (admin, Listener::Admin)));
-    for (listener, kind) in listeners_by_kind {
-        accept_loops.spawn(accept_loop(
+    let acceptor = Acceptor {
+        protocols: Arc::new(Protocols::new()),
+        app: app.clone(),
+        // Every connection (and tunnel) holds a receiver: `send` asks them
+        // to finish, and `closed` completes once the last one has.
+        on_drain: app.draining.subscribe(),
+        connections: Arc::new(Semaphore::new(app.config.max_connections)),
+    };
+    let (stage, on_stage) = watch::channel(Stage::Serving);
+    let public = listeners.public.into_std()?;
+    let mut workers = Vec::new();
+    for index in 0..runtime::worker_count() {
+        let listener = public
+            .try_clone()
+            .context("cannot share the listener with a worker")?;
+        workers.push(spawn_worker(
+            index,
             listener,
-            kind,
-            builder.clone(),
-            app.clone(),
-            connections.clone(),
-            on_drain.clone(),
-        ));
+            acceptor.clone(),
+            on_stage.clone(),
+        )?);
     }
+    drop(public);
+    let admin = listeners
+        .admin
+        .map(|admin| tokio::spawn(acceptor.clone().accept_loop(admin, Listener::Admin)));
+    drop(acceptor);
     shutdown.await;
 
-    // Dropping the accept loops closes the listeners.
-    accept_loops.shutdown().await;
-    drop(on_drain);
+    // The workers stop accepting and close their copies of the listener.
+    stage.send_replace(Stage::Draining);
+    if let Some(admin) = admin {
+        admin.abort();
+        let _ = admin.await;
+    }
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     app.draining.send_replace(true);
     tokio::select! {
@@ -186,121 +193,148 @@ pub async fn run(
             "shutdown grace period ran out; dropping the remaining connections"
         ),
     }
+    stage.send_replace(Stage::Exit);
+    let joined = tokio::task::spawn_blocking(move || {
+        for worker in workers {
+            let _ = worker.join();
+        }
+    });
+    let _ = joined.await;
     Ok(())
 }
 
-/// Accepts connections while fewer than `--max-connections` are open; the
-/// rest wait in the listen queue.
-async fn accept_loop(
-    listener: TcpListener,
-    kind: Listener,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    app: Arc<App>,
-    connections: Arc<Semaphore>,
-    on_drain: watch::Receiver<bool>,
-) {
-    loop {
-        let permit = connections
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the connection semaphore is never closed");
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(%error, "cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
-            builder.clone(),
-            stream,
-            peer,
-            kind,
-            app.clone(),
-            on_drain.clone(),
-            permit,
-        ));
-    }
+/// Where the data-plane workers are in the gateway's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Serving,
+    /// No more accepting; connections finish.
+    Draining,
+    /// Whatever is left is dropped with the worker's runtime.
+    Exit,
 }
 
-/// Serves one connection until it ends, the server drains, or it sits idle:
-/// then it finishes its in-flight request and closes.
-async fn serve_connection(
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    kind: Listener,
+/// Starts data-plane worker `index`: a thread with a single-threaded
+/// runtime, accepting on its copy of the public listener until the gateway
+/// drains, and running until it exits.
+fn spawn_worker(
+    index: usize,
+    listener: std::net::TcpListener,
+    acceptor: Acceptor,
+    mut stage: watch::Receiver<Stage>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let worker = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a worker runtime")?;
+    let thread = std::thread::Builder::new()
+        .name(format!("tollgate-worker-{index}"))
+        .spawn(move || {
+            runtime::become_worker(index);
+            worker.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => tokio::select! {
+                        () = acceptor.accept_loop(listener, Listener::Public) => {}
+                        _ = stage.wait_for(|stage| *stage != Stage::Serving) => {}
+                    },
+                    Err(error) => tracing::error!(%error, "a worker cannot accept connections"),
+                }
+                let _ = stage.wait_for(|stage| *stage == Stage::Exit).await;
+            });
+        })
+        .context("cannot start a worker thread")?;
+    Ok(thread)
+}
+
+/// What an accept loop needs to serve the connections it accepts.
+#[derive(Clone)]
+struct Acceptor {
+    protocols: Arc<Protocols>,
     app: Arc<App>,
-    mut on_drain: watch::Receiver<bool>,
-    permit: OwnedSemaphorePermit,
-) {
-    let slot = ConnectionSlot(Arc::new(permit));
-    // An idle connection may be waiting on a slow upstream: allow for that.
-    let idle_timeout = KEEP_ALIVE_IDLE_TIMEOUT.max(app.config.upstream_timeout * 2);
-    let activity = Activity::new();
-    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
-    let service = TowerToHyperService::new(service(app, kind, peer, slot));
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
-    // One timer per connection, re-armed to the moment it would next count
-    // as idle, rather than a tick that wakes every idle connection.
-    let watchdog = tokio::time::sleep(HEADER_READ_TIMEOUT);
-    tokio::pin!(watchdog);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, %peer, "connection ended with an error");
+    on_drain: watch::Receiver<bool>,
+    /// `--max-connections`, across the workers.
+    connections: Arc<Semaphore>,
+}
+
+impl Acceptor {
+    /// Accepts connections while fewer than `--max-connections` are open;
+    /// the rest wait in the listen queue.
+    async fn accept_loop(self, listener: TcpListener, kind: Listener) {
+        loop {
+            let permit = self
+                .connections
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the connection semaphore is never closed");
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off, keep
+                    // serving.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
-                return;
-            }
-            _ = on_drain.changed(), if !closing => {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            () = &mut watchdog => {
-                let (idle, spoke) = activity.idle();
-                let limit = if spoke { idle_timeout } else { HEADER_READ_TIMEOUT };
-                if idle >= limit * 2 {
-                    // Still nothing moving after being asked to finish: a
-                    // client that stopped reading. Drop the connection.
-                    return;
-                }
-                if idle >= limit && !closing {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                let next = if idle >= limit { limit * 2 } else { limit };
-                watchdog
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + (next - idle));
-            }
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(serve_connection(
+                self.protocols.clone(),
+                stream,
+                peer,
+                kind,
+                self.app.clone(),
+                self.on_drain.clone(),
+                permit,
+            ));
         }
     }
 }
 
+/// Serves one accepted connection until it closes (see `connection`).
+async fn serve_connection(
+    protocols: Arc<Protocols>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    kind: Listener,
+    app: Arc<App>,
+    on_drain: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
+) {
+    // Held until the connection (or the tunnel it became) closes.
+    let _permit = permit;
+    let handoff = TunnelHandoff::default();
+    let connection = ClientConnection {
+        protocols: &protocols,
+        stream,
+        activity: Activity::new(),
+        on_drain,
+        handoff: handoff.clone(),
+        // An idle connection may be waiting on a slow upstream: allow for
+        // that.
+        idle_timeout: KEEP_ALIVE_IDLE_TIMEOUT.max(app.config.upstream_timeout * 2),
+    };
+    let service = TowerToHyperService::new(service(app, kind, peer, handoff));
+    connection.serve(service).await;
+}
+
 /// What the tower stack answers with: the pipeline's body, as the panic
 /// catcher wraps it.
-type ResponseBody = tower_http::body::UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type ResponseBody = tower_http::body::UnsyncBoxBody<Bytes, BoxError>;
 
 /// The tower stack for one connection, outermost first.
 fn service(
     app: Arc<App>,
     kind: Listener,
     peer: SocketAddr,
-    slot: ConnectionSlot,
+    handoff: TunnelHandoff,
 ) -> impl tower::Service<
     Request<Incoming>,
     Response = Response<ResponseBody>,
     Error = Infallible,
-    Future = impl Send,
+    Future = impl Send + Unpin,
 > + Clone
-+ Send {
++ Send
++ Unpin {
     ServiceBuilder::new()
         // A client's request id is kept only if it is sane to log and echo.
         .map_request(drop_insane_request_id)
@@ -314,7 +348,7 @@ fn service(
         }))
         .service_fn(move |mut request: Request<Incoming>| {
             let app = app.clone();
-            request.extensions_mut().insert(slot.clone());
+            request.extensions_mut().insert(handoff.clone());
             // Boxed: hyper keeps room for one service future per connection,
             // idle or not, so it is kept to a pointer's size.
             Box::pin(async move {

@@ -274,11 +274,15 @@ impl Keys {
     }
 
     async fn refresh_recorded(&self) -> bool {
-        match self
+        // Asked from a data-plane worker when a token names an unknown key.
+        let store = self.store.clone();
+        let live_since = UnixMillis::now().minus(self.token_lifetime);
+        let recorded = self
             .store
-            .recorded_keys(UnixMillis::now().minus(self.token_lifetime), HELD_SLACK)
-            .await
-        {
+            .control()
+            .run(async move { store.recorded_keys(live_since, HELD_SLACK).await })
+            .await;
+        match recorded {
             Ok(recorded) => {
                 *self.recorded.lock().expect("not poisoned") = recorded;
                 true

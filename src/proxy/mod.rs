@@ -210,18 +210,17 @@ impl Proxy {
 
 impl Proxy {
     /// Forwards a WebSocket handshake on a connection of its own and, once
-    /// the upstream switches protocols, relays the two connections until
-    /// either side closes or `watched` says the tunnel must close. `keep`
-    /// lives as long as the tunnel (the client connection's slot).
-    pub async fn open_tunnel<K: Send + 'static>(
+    /// the upstream switches protocols, leaves the tunnel in `handoff`: the
+    /// client connection relays the two until either side closes or
+    /// `watched` says the tunnel must close.
+    pub async fn open_tunnel(
         &self,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         forwarding: Forwarding<'_>,
         watched: websocket::Watched,
-        keep: K,
+        handoff: websocket::TunnelHandoff,
     ) -> Result<Response<Body>, ApiError> {
         let route = forwarding.route;
-        let client_upgrade = hyper::upgrade::on(&mut request);
         let (mut parts, _) = request.into_parts();
         let upgrade = parts.headers.get(http::header::UPGRADE).cloned();
         route.prepare(&mut parts, &forwarding, upgrade)?;
@@ -249,18 +248,16 @@ impl Proxy {
             ));
         }
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(async move {
-            match tokio::join!(client_upgrade, upstream_upgrade) {
-                (Ok(client), Ok(upstream)) => {
-                    websocket::relay(client, upstream, watched, keep).await;
+        handoff.leave(Box::new(move |client| {
+            Box::pin(async move {
+                match upstream_upgrade.await {
+                    Ok(upstream) => websocket::relay(client, upstream, watched).await,
+                    Err(error) => {
+                        tracing::debug!(%error, "the upstream's WebSocket upgrade did not complete");
+                    }
                 }
-                (client, upstream) => tracing::debug!(
-                    client_ok = client.is_ok(),
-                    upstream_ok = upstream.is_ok(),
-                    "a WebSocket upgrade did not complete"
-                ),
-            }
-        });
+            })
+        }));
         let (mut parts, _) = response.into_parts();
         headers::prepare_response(&mut parts.headers, true);
         Ok(Response::from_parts(parts, empty_body()))

@@ -1,6 +1,7 @@
 //! Connections to one upstream: a bounded pool of HTTP/1.1 keep-alive
 //! connections (TLS for `https://` upstreams), each driven by a task of its
-//! own on the runtime that opened it.
+//! own on the runtime that opened it: its home. A data-plane worker takes its
+//! own idle connections first, so a proxied request stays on one thread.
 //!
 //! A request checks a connection out, and its response body hands it back
 //! when the body ends, so a connection is never shared by two requests and
@@ -31,6 +32,7 @@ use tokio::sync::oneshot;
 use tower::Service;
 
 use crate::body::{Body, BoxError};
+use crate::runtime;
 
 /// An idle connection is closed after this long unused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,10 +50,10 @@ pub struct Upstream {
     pool: Mutex<PoolState>,
 }
 
-#[derive(Default)]
 struct PoolState {
-    /// Most recently used last: the warmest connection goes out first.
-    idle: Vec<Idle>,
+    /// By home (the worker's index; the last for any other thread), most
+    /// recently used last: the warmest connection goes out first.
+    idle: Vec<Vec<Idle>>,
     /// Connections open or being opened, idle ones included.
     open: usize,
     /// Requests waiting for a connection, oldest first.
@@ -63,9 +65,21 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    fn is_usable(&self) -> bool {
+        self.since.elapsed() < IDLE_TIMEOUT && !self.sender.is_closed()
+    }
+}
+
+/// A connection and the home whose runtime drives it.
+struct Conn {
+    sender: Sender,
+    home: usize,
+}
+
 /// What a waiting request is given: a connection, or room to open one.
 enum Grant {
-    Connection(Sender),
+    Connection(Conn),
     Room,
 }
 
@@ -92,7 +106,11 @@ impl Upstream {
                 .expect("upstream URLs are validated"),
             connector,
             max_connections: max_connections.max(1),
-            pool: Mutex::new(PoolState::default()),
+            pool: Mutex::new(PoolState {
+                idle: (0..=runtime::worker_count()).map(|_| Vec::new()).collect(),
+                open: 0,
+                waiters: VecDeque::new(),
+            }),
         })
     }
 
@@ -127,16 +145,16 @@ impl Upstream {
         self: &Arc<Self>,
         request: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let mut sender = self.checkout().await?;
-        if sender.ready().await.is_err() {
+        let mut conn = self.checkout().await?;
+        if conn.sender.ready().await.is_err() {
             // Closed while it sat idle: its room serves a fresh one.
-            sender = self.connect_reserved().await?;
+            conn = self.connect_reserved().await?;
         }
         // The connection may be closing under us: keep what a retry needs,
         // when a retry is allowed after the bytes went out.
         let replay = is_replayable(&request).then(|| Replay::of(&request));
-        let mut failed = match sender.try_send_request(request).await {
-            Ok(response) => return Ok(self.attach(response, sender)),
+        let mut failed = match conn.sender.try_send_request(request).await {
+            Ok(response) => return Ok(self.attach(response, conn)),
             Err(failed) => failed,
         };
         let request = match (failed.take_message(), replay) {
@@ -149,9 +167,9 @@ impl Upstream {
             }
         };
         tracing::debug!(error = %failed.error(), "upstream connection failed under a request; retrying once on a fresh one");
-        let mut sender = self.connect_reserved().await?;
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok(self.attach(response, sender)),
+        let mut conn = self.connect_reserved().await?;
+        match conn.sender.try_send_request(request).await {
+            Ok(response) => Ok(self.attach(response, conn)),
             Err(failed) => {
                 self.forget();
                 Err(UpstreamError::Request(failed.into_error()))
@@ -163,20 +181,24 @@ impl Upstream {
     /// never pooled, and outside the pool's bound (tunnels are bounded by
     /// the client connections they come from).
     pub async fn connect_for_upgrade(&self) -> Result<Sender, UpstreamError> {
-        self.connect(true).await
+        Ok(self.connect(true).await?.sender)
     }
 
-    /// An idle connection, or a new one when there is room, or the next one
-    /// to come back.
-    async fn checkout(self: &Arc<Self>) -> Result<Sender, UpstreamError> {
+    /// One of this home's idle connections, or a new one when there is room,
+    /// or another home's idle one, or the next one to come back.
+    async fn checkout(self: &Arc<Self>) -> Result<Conn, UpstreamError> {
+        let home = home();
         let waiter = {
             let mut pool = self.lock();
-            while let Some(idle) = pool.idle.pop() {
-                if idle.since.elapsed() < IDLE_TIMEOUT && !idle.sender.is_closed() {
-                    return Ok(idle.sender);
+            if let Some(conn) = pool.take_idle(home) {
+                return Ok(conn);
+            }
+            if pool.open >= self.max_connections {
+                // Full: another home's idle connection rather than a wait
+                // (and the unusable ones met on the way make room).
+                if let Some(conn) = (0..pool.idle.len()).find_map(|other| pool.take_idle(other)) {
+                    return Ok(conn);
                 }
-                // Closed by the upstream, or expired.
-                pool.open -= 1;
             }
             if pool.open < self.max_connections {
                 pool.open += 1;
@@ -190,7 +212,7 @@ impl Upstream {
         match waiter {
             None => self.connect_reserved().await,
             Some(waiter) => match waiter.await {
-                Ok(Grant::Connection(sender)) => Ok(sender),
+                Ok(Grant::Connection(conn)) => Ok(conn),
                 Ok(Grant::Room) => self.connect_reserved().await,
                 Err(_) => unreachable!("grants are sent, never dropped, while the pool lives"),
             },
@@ -199,7 +221,7 @@ impl Upstream {
 
     /// Opens a connection in room already counted in `open`; gives the room
     /// back if it cannot.
-    async fn connect_reserved(&self) -> Result<Sender, UpstreamError> {
+    async fn connect_reserved(&self) -> Result<Conn, UpstreamError> {
         let connected = self.connect(false).await;
         if connected.is_err() {
             self.forget();
@@ -207,7 +229,7 @@ impl Upstream {
         connected
     }
 
-    async fn connect(&self, upgrades: bool) -> Result<Sender, UpstreamError> {
+    async fn connect(&self, upgrades: bool) -> Result<Conn, UpstreamError> {
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -234,7 +256,10 @@ impl Upstream {
                 tracing::debug!(%error, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            home: home(),
+        })
     }
 
     /// A connection is gone: its room goes to the first waiter, if any.
@@ -249,39 +274,41 @@ impl Upstream {
     }
 
     /// A connection whose response ended cleanly: to the first waiter, or
-    /// idle.
-    fn give_back(&self, mut sender: Sender) {
-        if sender.is_closed() {
+    /// idle at its home.
+    fn give_back(&self, mut conn: Conn) {
+        if conn.sender.is_closed() {
             return self.forget();
         }
         let mut pool = self.lock();
         while let Some(waiter) = pool.waiters.pop_front() {
-            match waiter.send(Grant::Connection(sender)) {
+            match waiter.send(Grant::Connection(conn)) {
                 Ok(()) => return,
-                Err(Grant::Connection(returned)) => sender = returned,
+                Err(Grant::Connection(returned)) => conn = returned,
                 Err(Grant::Room) => unreachable!("a connection was sent"),
             }
         }
-        pool.idle.push(Idle {
-            sender,
+        pool.idle[conn.home].push(Idle {
+            sender: conn.sender,
             since: Instant::now(),
         });
     }
 
     fn close_expired(&self) {
         let mut pool = self.lock();
-        let before = pool.idle.len();
-        pool.idle
-            .retain(|idle| idle.since.elapsed() < IDLE_TIMEOUT && !idle.sender.is_closed());
-        let closed = before - pool.idle.len();
+        let mut closed = 0;
+        for idle in &mut pool.idle {
+            let before = idle.len();
+            idle.retain(Idle::is_usable);
+            closed += before - idle.len();
+        }
         pool.open -= closed;
     }
 
-    fn attach(self: &Arc<Self>, response: Response<Incoming>, sender: Sender) -> Response<Body> {
+    fn attach(self: &Arc<Self>, response: Response<Incoming>, conn: Conn) -> Response<Body> {
         response.map(|body| {
             let returned = Returned {
                 upstream: Arc::downgrade(self),
-                sender: Some(sender),
+                conn: Some(conn),
             };
             if body.is_end_stream() {
                 // Nothing more will come: the connection is free now.
@@ -301,24 +328,47 @@ impl Upstream {
     }
 }
 
+impl PoolState {
+    /// The warmest usable idle connection of `home`; the unusable ones met
+    /// on the way are closed.
+    fn take_idle(&mut self, home: usize) -> Option<Conn> {
+        while let Some(idle) = self.idle[home].pop() {
+            if idle.is_usable() {
+                return Some(Conn {
+                    sender: idle.sender,
+                    home,
+                });
+            }
+            self.open -= 1;
+        }
+        None
+    }
+}
+
+/// The home of connections opened on this thread: its worker's index, or
+/// the last one.
+fn home() -> usize {
+    runtime::current_worker().unwrap_or_else(runtime::worker_count)
+}
+
 /// The connection of a response, handed back when its body ended cleanly
 /// and closed (forgotten) when it did not.
 struct Returned {
     upstream: Weak<Upstream>,
-    sender: Option<Sender>,
+    conn: Option<Conn>,
 }
 
 impl Returned {
     fn finish(mut self) {
-        if let (Some(upstream), Some(sender)) = (self.upstream.upgrade(), self.sender.take()) {
-            upstream.give_back(sender);
+        if let (Some(upstream), Some(conn)) = (self.upstream.upgrade(), self.conn.take()) {
+            upstream.give_back(conn);
         }
     }
 }
 
 impl Drop for Returned {
     fn drop(&mut self) {
-        if self.sender.take().is_some()
+        if self.conn.take().is_some()
             && let Some(upstream) = self.upstream.upgrade()
         {
             // The body did not end: hyper closes a connection whose

@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ pub fn is_websocket_upgrade(method: &Method, headers: &HeaderMap) -> bool {
 
 /// What a tunnel watches to know when to close.
 pub struct Watched {
-    pub revocations: std::sync::Arc<Revocations>,
+    pub revocations: Arc<Revocations>,
     pub store: Store,
     pub idle_timeout: Option<Duration>,
     /// Becomes `true` when the gateway shuts down.
@@ -79,11 +80,39 @@ impl Closing {
     }
 }
 
+/// A client connection, handed to its tunnel once the 101 is out.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
+
+/// What a tunnel runs, given the client connection.
+pub type Tunnel =
+    Box<dyn FnOnce(Box<dyn ClientStream>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// Where a WebSocket handshake leaves its tunnel: the client connection
+/// (see `server`) runs it on its socket once the 101 has gone out, after it
+/// has dropped every buffer of its own.
+#[derive(Clone, Default)]
+pub struct TunnelHandoff(Arc<Mutex<Option<Tunnel>>>);
+
+impl TunnelHandoff {
+    pub fn leave(&self, tunnel: Tunnel) {
+        *self.0.lock().expect("not poisoned") = Some(tunnel);
+    }
+
+    pub fn has_tunnel(&self) -> bool {
+        self.0.lock().expect("not poisoned").is_some()
+    }
+
+    pub fn take(&self) -> Option<Tunnel> {
+        self.0.lock().expect("not poisoned").take()
+    }
+}
+
 /// Relays between the client and the upstream until either side closes or
 /// the gateway closes the tunnel.
-pub async fn relay<K>(client: Upgraded, upstream: Upgraded, watched: Watched, keep: K) {
-    let _keep = keep;
-    let mut client = TokioIo::new(client);
+pub async fn relay(client: Box<dyn ClientStream>, upstream: Upgraded, watched: Watched) {
+    let mut client = client;
     let mut upstream = TokioIo::new(upstream);
     let mut to_upstream = Direction::default();
     let mut to_client = Direction::default();
@@ -175,7 +204,12 @@ async fn watch_for_closing(watched: &Watched) -> Closing {
 /// database read at the start and one at each deadline, none in between.
 async fn session_end(store: &Store, session: &SessionId, idle: Option<Duration>) -> Closing {
     loop {
-        match store.session_fate(session, idle).await {
+        // The tunnel lives on a data-plane worker; the database does not.
+        let fate = store.control().run({
+            let (store, session) = (store.clone(), session.clone());
+            async move { store.session_fate(&session, idle).await }
+        });
+        match fate.await {
             Ok(SessionFate::Revoked) => return Closing::Revoked,
             Ok(SessionFate::Ended) => return Closing::Ended,
             Ok(SessionFate::EndsAt(end)) => {

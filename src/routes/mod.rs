@@ -158,6 +158,24 @@ impl Route {
         }
     }
 
+    /// Whether the route is answered on the control plane, beside the
+    /// database (see `runtime`). The few that read only memory, asked often
+    /// (the forward-auth check, the JWKS, the feed, health, metrics), are
+    /// answered on the worker they arrived on; any other, a new one
+    /// included, goes to the control plane.
+    pub fn runs_on_control_plane(&self) -> bool {
+        !matches!(
+            self,
+            Route::Verify(_)
+                | Route::Jwks
+                | Route::OpenIdConfiguration
+                | Route::RevokedSessions
+                | Route::Health
+                | Route::Metrics
+                | Route::UnknownOwned(_)
+        )
+    }
+
     /// Served on `--admin-listen` (and only there, when it is set).
     pub fn is_admin(&self) -> bool {
         matches!(self, Route::HealthDetailed | Route::Metrics)

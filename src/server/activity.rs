@@ -1,12 +1,12 @@
 //! A connection's I/O, noting when bytes last moved, so that connections
-//! that sit idle can be closed. hyper's header read timeout starts only with
+//! that sit idle can be parked or closed. hyper's header read timeout starts only with
 //! a request's first byte, so a client that connects and sends nothing, or
 //! leaves a keep-alive connection idle, would otherwise hold it forever.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -15,36 +15,64 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// When a connection's bytes last moved, shared with its watchdog.
 #[derive(Clone)]
-pub struct Activity {
+pub struct Activity(Arc<Moments>);
+
+struct Moments {
     opened: Instant,
-    /// Milliseconds after `opened`; `u64::MAX` until the first byte is read.
-    last_ms: Arc<AtomicU64>,
+    /// Milliseconds after `opened` of the last read; `u64::MAX` until the
+    /// first byte is read.
+    read_ms: AtomicU64,
+    /// Milliseconds after `opened` of the last write, `u64::MAX` until then.
+    written_ms: AtomicU64,
+    /// Whether the last bytes that moved were written.
+    wrote_last: AtomicBool,
 }
 
 impl Activity {
     pub fn new() -> Activity {
-        Activity {
+        Activity(Arc::new(Moments {
             opened: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(u64::MAX)),
-        }
+            read_ms: AtomicU64::new(u64::MAX),
+            written_ms: AtomicU64::new(u64::MAX),
+            wrote_last: AtomicBool::new(false),
+        }))
     }
 
-    fn touch(&self) {
-        let now = self.opened.elapsed().as_millis() as u64;
-        self.last_ms.store(now, Ordering::Relaxed);
+    fn touch(&self, wrote: bool) {
+        let moments = &*self.0;
+        let now = moments.opened.elapsed().as_millis() as u64;
+        let at = if wrote {
+            &moments.written_ms
+        } else {
+            &moments.read_ms
+        };
+        at.store(now, Ordering::Relaxed);
+        moments.wrote_last.store(wrote, Ordering::Relaxed);
     }
 
     /// How long since bytes last moved, and whether the client ever sent any.
     pub fn idle(&self) -> (Duration, bool) {
-        match self.last_ms.load(Ordering::Relaxed) {
-            u64::MAX => (self.opened.elapsed(), false),
-            last => (
-                self.opened
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(last)),
-                true,
-            ),
-        }
+        let moments = &*self.0;
+        let read = moments.read_ms.load(Ordering::Relaxed);
+        let written = moments.written_ms.load(Ordering::Relaxed);
+        let last = match (read, written) {
+            (u64::MAX, u64::MAX) => return (moments.opened.elapsed(), false),
+            (u64::MAX, at) | (at, u64::MAX) => at,
+            (read, written) => read.max(written),
+        };
+        (
+            moments
+                .opened
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last)),
+            read != u64::MAX,
+        )
+    }
+
+    /// Whether nothing was read since the last write: the client's requests
+    /// have been answered, at least in part.
+    pub fn answered_last(&self) -> bool {
+        self.0.wrote_last.load(Ordering::Relaxed)
     }
 }
 
@@ -60,6 +88,10 @@ impl<T> Tracked<T> {
     pub fn new(io: T, activity: Activity) -> Tracked<T> {
         Tracked { io, activity }
     }
+
+    pub fn into_inner(self) -> T {
+        self.io
+    }
 }
 
 impl<T: AsyncRead> AsyncRead for Tracked<T> {
@@ -72,7 +104,7 @@ impl<T: AsyncRead> AsyncRead for Tracked<T> {
         let before = buf.filled().len();
         let result = this.io.poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.touch();
+            this.activity.touch(false);
         }
         result
     }
@@ -87,7 +119,7 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
         let this = self.project();
         let result = this.io.poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
+            this.activity.touch(true);
         }
         result
     }
@@ -100,7 +132,7 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
         let this = self.project();
         let result = this.io.poll_write_vectored(cx, bufs);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
+            this.activity.touch(true);
         }
         result
     }

@@ -29,6 +29,7 @@ use sqlx::{Any, Transaction};
 use sqlx::{AnyConnection, AnyPool};
 use tracing::instrument;
 
+use crate::runtime::ControlPlane;
 use crate::time::UnixMillis;
 
 pub use audit::{AuditAction, AuditActor, AuditEntry, AuditOutcome, AuditQuery, AuditRecord};
@@ -90,6 +91,8 @@ pub struct Store {
     backend: Backend,
     /// Held while migrating: see [`Backend::migration_lock_file`].
     migration_lock: Option<PathBuf>,
+    /// Where the pool's sockets are driven (see `runtime`).
+    control: ControlPlane,
 }
 
 impl Store {
@@ -126,6 +129,7 @@ impl Store {
             pool,
             backend,
             migration_lock: backend.migration_lock_file(&url),
+            control: ControlPlane::current(),
         })
     }
 
@@ -146,6 +150,12 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The runtime whose reactor drives the pool's connections: a caller on
+    /// a data-plane worker runs its queries there.
+    pub fn control(&self) -> &ControlPlane {
+        &self.control
     }
 
     /// One round trip to the database; how long it took.
