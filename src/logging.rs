@@ -61,7 +61,11 @@ pub fn init(
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    // Buffered: the writer thread writes what queued up since its last
+    // write in one system call, not one per line, and flushes after each
+    // batch.
+    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking(stderr);
     // A second initialisation keeps the first, and its panic hook.
     if subscriber(format, filter, writer, ansi, traces.as_ref())
         .try_init()
