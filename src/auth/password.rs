@@ -116,12 +116,24 @@ impl Passwords {
         };
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            yield_to_requests();
             work()
         })
         .await
         .context("password hashing task failed")?;
         Ok(result?)
     }
+}
+
+/// The nice value of a thread that hashes passwords.
+const HASHING_NICE: i32 = 10;
+
+/// Lowers this (blocking-pool) thread's scheduling priority: a login flood
+/// gets the cores the proxied requests leave, rather than taking them from
+/// the data plane. Linux keeps a nice value per thread; where it cannot be
+/// set, hashing runs at the normal priority.
+fn yield_to_requests() {
+    let _ = rustix::process::setpriority_process(None, HASHING_NICE);
 }
 
 fn hasher() -> Argon2<'static> {
