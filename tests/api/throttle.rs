@@ -203,12 +203,16 @@ async fn a_success_forgives_and_undecided_checks_give_their_count_back(backend: 
 
 async fn one_address_gets_thirty_login_attempts_a_minute(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    let started = std::time::Instant::now();
     for n in 0..30 {
         let response = app.login(&format!("nobody{n}"), "wrong password").await;
         assert_eq!(response.status, StatusCode::UNAUTHORIZED);
     }
     let retry_after = assert_limited(&app.login("nobody-else", "wrong password").await);
-    assert!((55..=60).contains(&retry_after), "{retry_after}");
+    // The minute started with the first attempt; on a busy machine the
+    // thirty take a while.
+    let earliest = 60 - started.elapsed().as_secs() - 2;
+    assert!((earliest..=60).contains(&retry_after), "{retry_after}");
 }
 
 async fn registrations_count_against_the_address_budget(backend: Backend) {
