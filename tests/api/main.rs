@@ -12,6 +12,7 @@ mod admin;
 mod audit;
 mod auth;
 mod browser;
+mod connections;
 mod example;
 mod faults;
 mod forward_auth;
