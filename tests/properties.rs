@@ -289,12 +289,12 @@ static IDENTITY: LazyLock<tollgate::auth::Identity> = LazyLock::new(|| {
         "roles": ["admin"],
     }))
     .expect("valid claims");
-    let upstream_headers = tollgate::auth::IdentityHeaders::new("the.access.token", &claims);
-    tollgate::auth::Identity {
-        claims: std::sync::Arc::new(claims),
-        upstream_headers: std::sync::Arc::new(upstream_headers),
+    let presented = tollgate::auth::PresentedToken {
+        token: "the.access.token",
         source: tollgate::auth::CredentialSource::Cookie,
-    }
+        header: None,
+    };
+    tollgate::auth::Identity::of("test-key", claims, &presented)
 });
 
 /// Whether a forwarded `Cookie` header carries a cookie named `tollgate_…`

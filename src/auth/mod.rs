@@ -72,6 +72,15 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The identity of a token with `claims`, signed by `kid`, as presented.
+    pub fn of(kid: &str, claims: AccessClaims, presented: &PresentedToken<'_>) -> Identity {
+        Identity {
+            claims: Arc::new(SessionClaims::of(kid, claims)),
+            source: presented.source,
+            authorization: presented.upstream_authorization(),
+        }
+    }
+
     /// The token and the identity headers, for the upstream.
     pub fn apply_for_upstream(&self, headers: &mut HeaderMap) {
         if let Some(authorization) = &self.authorization {
