@@ -37,7 +37,7 @@ fn one_request(headers: &HeaderMap, client: &ClientInfo, user: &UserId, child_sp
     let span = pipeline::request_span(&Method::GET, headers, client);
     let serve = async {
         tracing::Span::current().record("route", "proxy");
-        pipeline::note_user_id(user);
+        tollgate::request::note_user_id(user);
         let upstream = async { std::hint::black_box(200u16) };
         let status = if child_span {
             upstream

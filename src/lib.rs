@@ -14,7 +14,9 @@
 //! either one of the gateway's own routes ([`routes`]: `/api/auth/…`, the
 //! forward-auth check `/api/auth/verify` among them, the admin API
 //! `/api/admin/…`, `/.well-known/…`, `/health…`, `/metrics`) or authentication and forwarding through
-//! [`proxy`] to the upstream route with the longest matching prefix.
+//! [`proxy`] to the upstream route with the longest matching prefix. What
+//! both share about a request (its context, authenticating it, answering a
+//! failure) is in [`request`], so that routes never import the pipeline.
 //!
 //! [`auth`] is a leaf: credentials, passwords, keys, tokens, cookies, sealing.
 //! [`store`] is the only module that speaks SQL (Postgres or SQLite).
@@ -51,6 +53,7 @@ pub mod password_reset;
 pub mod paths;
 pub mod pipeline;
 pub mod proxy;
+pub mod request;
 pub mod revocation;
 pub mod routes;
 pub mod runtime;

@@ -27,8 +27,9 @@ use crate::app::App;
 use crate::body::BoxError;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::pipeline::{self, Listener};
+use crate::pipeline;
 use crate::proxy::websocket::TunnelHandoff;
+use crate::request::Listener;
 use crate::routes::X_REQUEST_ID;
 use crate::runtime;
 

@@ -25,7 +25,7 @@ use crate::config::parse_duration;
 use crate::domain::{Email, Role, Roles, SessionId, UserId, Username};
 use crate::error::ApiError;
 use crate::mail::Mail;
-use crate::pipeline::{RequestContext, authenticate};
+use crate::request::{RequestContext, authenticate};
 use crate::store::{AuditAction, AuditQuery, User, UserQuery};
 use crate::time::UnixMillis;
 

@@ -16,7 +16,7 @@ use crate::auth::{CredentialSource, Identity, Rejection};
 use crate::body::{Body, json, no_content};
 use crate::domain::{Email, Password, Roles, Secret, SessionId, UserId, Username};
 use crate::error::ApiError;
-use crate::pipeline::{RequestContext, authenticate, note_user, note_user_id};
+use crate::request::{RequestContext, authenticate, note_user, note_user_id};
 use crate::store::{
     AuditAction, AuditOutcome, NewSession, NewUser, Presented, Rotation, SessionOwner, StoreError,
     User,

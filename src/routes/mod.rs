@@ -25,7 +25,7 @@ use crate::audit;
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::paths;
-use crate::pipeline::RequestContext;
+use crate::request::RequestContext;
 use verify::VerifyTarget;
 
 pub type Request = http::Request<Incoming>;

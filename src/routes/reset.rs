@@ -13,7 +13,7 @@ use crate::body::{Body, json, no_content};
 use crate::domain::{Email, Password, Username};
 use crate::error::ApiError;
 use crate::password_reset::{Account, PasswordResets, ResetRequest};
-use crate::pipeline::RequestContext;
+use crate::request::RequestContext;
 use crate::store::{AuditAction, AuditOutcome};
 use crate::time::UnixMillis;
 

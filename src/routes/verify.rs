@@ -29,7 +29,7 @@ use crate::auth::{CredentialSource, Identity, credentials};
 use crate::body::{Body, no_content};
 use crate::domain::Role;
 use crate::error::ApiError;
-use crate::pipeline::{self, RequestContext, changes_state};
+use crate::request::{RequestContext, changes_state, error_response, note_user};
 use crate::time::UnixSeconds;
 
 pub const X_AUTH_REASON: HeaderName = HeaderName::from_static("x-auth-reason");
@@ -71,7 +71,7 @@ pub async fn verify(
         }
         Err(error) => {
             let reason = HeaderValue::from_static(error.reason());
-            let mut response = pipeline::error_response(app, error);
+            let mut response = error_response(app, error);
             response.headers_mut().insert(X_AUTH_REASON, reason);
             response
         }
@@ -99,7 +99,7 @@ async fn check(
         .verify(presented, UnixSeconds::now())
         .await
         .map_err(ApiError::InvalidToken)?;
-    pipeline::note_user(&identity);
+    note_user(&identity);
     if let Some(role) = role
         && !identity.claims.roles.contains(role)
     {

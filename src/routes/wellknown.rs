@@ -9,7 +9,7 @@ use super::Request;
 use crate::app::App;
 use crate::body::{Body, full, json};
 use crate::error::ApiError;
-use crate::pipeline::RequestContext;
+use crate::request::RequestContext;
 use crate::revocation::FeedCursor;
 
 /// Verifiers may cache the key set this long; a rotation publishes the next
