@@ -138,7 +138,9 @@ wait_for "http://127.0.0.1:$PROXY_LOGS_PORT/api/tickets"
 "$EXAMPLES/ws_echo" "127.0.0.1:$WS_PORT" &
 PIDS+=("$!")
 
-# The gateways: default settings, EdDSA keys, the embedded SQLite store; one
+# The gateways: default settings but for --max-connections (the idle run
+# holds 10,000 connections open beside the proxied load, the default's
+# bound), EdDSA keys, the embedded SQLite store; one
 # logging at warn, one at info (a line for every request) to a file. The
 # loopback peer is a trusted proxy so the login flood can spread itself over
 # many client addresses with X-Forwarded-For, as clients behind a load
@@ -148,7 +150,7 @@ start_gateway() { # name port log-level
     cd "$WORK/$1"
     RUST_LOG="$3" "$TOLLGATE" --listen "127.0.0.1:$2" \
         --route "/=http://127.0.0.1:$UPSTREAM_PORT" --route "/ws=http://127.0.0.1:$WS_PORT" \
-        --trusted-proxies 127.0.0.1/32 >"$WORK/$1.log" 2>&1 &
+        --trusted-proxies 127.0.0.1/32 --max-connections 20000 >"$WORK/$1.log" 2>&1 &
     PIDS+=("$!")
     cd - >/dev/null
 }

@@ -219,7 +219,9 @@ async fn the_examples_websocket_streams_new_tickets_until_the_session_is_revoked
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
-    let message = next_message(&mut socket, Duration::from_secs(5)).await;
+    // Generous: the example is a child process, and the suite shares two
+    // cores with it.
+    let message = next_message(&mut socket, Duration::from_secs(10)).await;
     let message: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
     assert_eq!(message["type"], "ticket_created");
     assert_eq!(message["ticket"]["title"], "printer on fire");
@@ -231,7 +233,8 @@ async fn the_examples_websocket_streams_new_tickets_until_the_session_is_revoked
         gateway.logout(&alice.access).await.status,
         StatusCode::NO_CONTENT
     );
-    match next_message(&mut socket, Duration::from_secs(6)).await {
+    // It polls every 2 s.
+    match next_message(&mut socket, Duration::from_secs(15)).await {
         Message::Close(Some(frame)) => {
             assert_eq!(frame.code, CloseCode::Policy);
             assert_eq!(frame.reason.as_str(), "session revoked");
