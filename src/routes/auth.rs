@@ -5,7 +5,7 @@ use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::{Request, audit_origin, parse_json, parse_optional_json, read_body};
+use super::{Request, audit_origin, parse_json, parse_optional_json, read_body, throttled};
 use crate::app::App;
 use crate::audit::Event;
 use crate::auth::cookies::{REFRESH_COOKIE, find_cookie};
@@ -118,12 +118,7 @@ pub async fn register(
     // Each registration costs a password hash: it counts against the
     // address's attempts like a login.
     if let Err(error) = app.throttle.registration(ctx.client.address).await {
-        if error.is_limited() {
-            app.audit
-                .record(&origin, event.outcome(AuditOutcome::Throttled))
-                .await;
-        }
-        return Err(error.into());
+        return Err(throttled(app, &origin, event, error).await);
     }
     let password_hash = app.passwords.hash(&password).await?;
     let now = UnixMillis::now();
@@ -617,14 +612,7 @@ pub async fn change_password(
         .await
     {
         Ok(attempt) => attempt,
-        Err(error) => {
-            if error.is_limited() {
-                app.audit
-                    .record(&origin, event.outcome(AuditOutcome::Throttled))
-                    .await;
-            }
-            return Err(error.into());
-        }
+        Err(error) => return Err(throttled(app, &origin, event, error).await),
     };
     if app
         .passwords

@@ -26,6 +26,8 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::paths;
 use crate::request::RequestContext;
+use crate::store::AuditOutcome;
+use crate::throttle::ThrottleError;
 use verify::VerifyTarget;
 
 pub type Request = http::Request<Incoming>;
@@ -303,6 +305,22 @@ fn audit_origin(ctx: &RequestContext) -> audit::Origin {
         ip: Some(ctx.client.address.to_string()),
         request_id: Some(ctx.request_id.clone()),
     }
+}
+
+/// The answer to a request the login throttle turned away; a spent budget
+/// (not a database failure) is audited as `throttled`.
+async fn throttled(
+    app: &App,
+    origin: &audit::Origin,
+    event: audit::Event,
+    error: ThrottleError,
+) -> ApiError {
+    if error.is_limited() {
+        app.audit
+            .record(origin, event.outcome(AuditOutcome::Throttled))
+            .await;
+    }
+    error.into()
 }
 
 fn method_not_allowed(allowed: &[Method]) -> Response<Body> {

@@ -5,7 +5,7 @@
 use http::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::{Request, audit_origin, parse_json, read_body};
+use super::{Request, audit_origin, parse_json, read_body, throttled};
 use crate::app::App;
 use crate::audit::Event;
 use crate::auth::reset::{hash_reset_token, is_plausible};
@@ -69,17 +69,13 @@ pub async fn request(
     let origin = audit_origin(ctx);
     // Each request may send a mail: budgets per account and address like
     // failed logins, so that nobody floods a mailbox.
-    let throttled = app
+    let spent = app
         .throttle
         .reset_request(&account.key(), ctx.client.address)
         .await;
-    if let Err(error) = throttled {
-        if error.is_limited() {
-            let event =
-                Event::new(AuditAction::PasswordResetRequested).outcome(AuditOutcome::Throttled);
-            app.audit.record(&origin, event).await;
-        }
-        return Err(error.into());
+    if let Err(error) = spent {
+        let event = Event::new(AuditAction::PasswordResetRequested);
+        return Err(throttled(app, &origin, event, error).await);
     }
     resets.submit(ResetRequest { account, origin });
     Ok(json(StatusCode::ACCEPTED, &SENT_IF_THE_ACCOUNT_EXISTS))
@@ -102,12 +98,7 @@ pub async fn confirm(
     // A confirmation costs a password hash: it counts against the address's
     // attempts like a login.
     if let Err(error) = app.throttle.registration(ctx.client.address).await {
-        if error.is_limited() {
-            app.audit
-                .record(&origin, event.outcome(AuditOutcome::Throttled))
-                .await;
-        }
-        return Err(error.into());
+        return Err(throttled(app, &origin, event, error).await);
     }
     let token_hash = hash_reset_token(&body.token);
     let now = UnixMillis::now();
