@@ -230,7 +230,11 @@ async fn unknown_accounts_take_as_long_as_known_ones(backend: Backend) {
         unknown.push(timed(format!("unknown{n}")).await);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (known, unknown) = (median(known), median(unknown));
+    // The fastest of each: load from the rest of the suite only ever adds
+    // time, and a median of thirteen still drifted by half on a saturated
+    // machine.
+    let fastest = |samples: Vec<Duration>| samples.into_iter().min().unwrap();
+    let (known, unknown) = (fastest(known), fastest(unknown));
     // Looking the account up and recording its token before answering
     // would cost a known account a database write (a millisecond or more
     // here) that an unknown one does not pay.
@@ -239,11 +243,6 @@ async fn unknown_accounts_take_as_long_as_known_ones(backend: Backend) {
         alike(known, unknown) && alike(unknown, known),
         "known {known:?}, unknown {unknown:?}"
     );
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
 }
 
 async fn a_newer_request_voids_the_older_token(backend: Backend) {
