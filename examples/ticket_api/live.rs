@@ -20,6 +20,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -27,7 +28,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
-use super::{ApiResponse, Claims, REVOCATION_POLL, TicketApi, reply};
+use super::{ApiResponse, Claims, REVOCATION_POLL, Ticket, TicketApi, reply};
 
 /// Answers the handshake with 101 and serves the connection once hyper
 /// hands it over.
@@ -56,13 +57,16 @@ pub fn upgrade(api: Arc<TicketApi>, request: Request<Incoming>, claims: Claims) 
         }
     };
     let on_upgrade = hyper::upgrade::on(request);
+    // Subscribed before the 101 goes out: a ticket created the moment the
+    // client has its socket is sent too.
+    let created = api.created.subscribe();
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let socket =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                serve(&api, socket, &claims.sid).await;
+                serve(&api, socket, created, &claims.sid).await;
             }
             Err(error) => eprintln!("live: the upgrade failed: {error}"),
         }
@@ -85,9 +89,9 @@ pub fn upgrade(api: Arc<TicketApi>, request: Request<Incoming>, claims: Claims) 
 async fn serve(
     api: &TicketApi,
     mut socket: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    mut created: broadcast::Receiver<Ticket>,
     session: &str,
 ) {
-    let mut created = api.created.subscribe();
     let mut revocation_check = tokio::time::interval(REVOCATION_POLL);
     loop {
         let message = tokio::select! {
