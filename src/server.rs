@@ -96,6 +96,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for warning in config.browser_warnings() {
         tracing::warn!("{warning}");
     }
+    let shutdown = shutdown_signal()?;
     let listeners = bind(&config).await?;
     let app = App::build(config).await?;
     tracing::info!(
@@ -106,7 +107,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "tollgate is serving"
     );
     reload_keys_on_hangup(app.clone())?;
-    run(listeners, app.clone(), shutdown_signal()).await?;
+    run(listeners, app.clone(), shutdown).await?;
     app.store.close().await;
     Ok(())
 }
@@ -131,13 +132,20 @@ fn reload_keys_on_hangup(app: Arc<App>) -> anyhow::Result<()> {
 }
 
 /// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
-    }
+/// Completes on SIGTERM or SIGINT. The handlers are installed at once, not
+/// when first polled: the workers may answer before the control plane polls
+/// it, and a SIGTERM meanwhile must drain, not kill.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }
 
 /// Serves `app` on `listeners` until `shutdown` completes, then drains.
